@@ -1,0 +1,124 @@
+"""One front door for the selective scan, with pluggable backends.
+
+Backends: ``reference`` (sequential oracle), ``torch`` (blocked pure PyTorch, any device),
+``triton`` (our GPU kernel, no CUDA compilation), ``mamba_ssm`` (the compiled kernel, when installed).
+Choice: explicit argument > ``FUSIONMAMBA_SCAN_BACKEND`` > ``auto`` (mamba_ssm > triton on CUDA,
+torch elsewhere). A forced backend that cannot run here falls back with one warning, never a crash.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "FUSIONMAMBA_SCAN_BACKEND"
+BACKEND_NAMES = ("auto", "reference", "torch", "triton", "mamba_ssm")
+
+ScanFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Backend:
+    """Where a backend's scan function lives, and whether it needs a CUDA tensor."""
+
+    module: str
+    function: str
+    needs_cuda: bool
+
+
+_BACKENDS: dict[str, _Backend] = {
+    "reference": _Backend("fusionmamba_cli.ops.scan_reference", "selective_scan_ref", False),
+    "torch": _Backend("fusionmamba_cli.ops.scan_torch", "selective_scan_torch", False),
+    "triton": _Backend("fusionmamba_cli.ops.scan_triton", "selective_scan_triton", True),
+    "mamba_ssm": _Backend("fusionmamba_cli.ops.scan_mamba_ssm", "selective_scan_mamba_ssm", True),
+}
+_loaded: dict[str, ScanFn | None] = {}
+_warned: set[str] = set()
+
+
+def _load(name: str) -> ScanFn | None:
+    """Import a backend once; None (remembered) when its dependencies are missing or broken."""
+    if name not in _loaded:
+        spec = _BACKENDS[name]
+        try:
+            module = importlib.import_module(spec.module)
+            fn = getattr(module, spec.function)
+            is_usable = getattr(module, "is_available", lambda: True)
+            _loaded[name] = fn if is_usable() else None
+        except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+            logger.debug("scan backend %s unavailable: %s", name, exc)
+            _loaded[name] = None
+    return _loaded[name]
+
+
+def _usable(name: str, device: torch.device) -> bool:
+    spec = _BACKENDS[name]
+    if spec.needs_cuda and device.type != "cuda":
+        return False
+    return _load(name) is not None
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """The backends that can run on `device` in this environment."""
+    dev = torch.device(device)
+    return [name for name in _BACKENDS if _usable(name, dev)]
+
+
+def _auto(device: torch.device) -> str:
+    if device.type == "cuda":
+        for name in ("mamba_ssm", "triton"):
+            if _usable(name, device):
+                return name
+    return "torch"
+
+
+def resolve_backend(backend: str | None = None, device: torch.device | str = "cpu") -> str:
+    """Pick the backend name: argument > environment variable > auto; fall back with one warning."""
+    requested = (backend or os.environ.get(ENV_VAR) or "auto").strip().lower()
+    if requested not in BACKEND_NAMES:
+        raise ValueError(f"unknown scan backend {requested!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    dev = torch.device(device)
+    if requested == "auto":
+        return _auto(dev)
+    if _usable(requested, dev):
+        return requested
+    fallback = _auto(dev)
+    key = f"{requested}->{fallback}@{dev.type}"
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(
+            f"scan backend {requested!r} cannot run on {dev.type} here; using {fallback!r} instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return fallback
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    *,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Selective scan y = SSM(u) with per-step delta; shapes as in `scan_reference`.
+
+    u, delta (batch, K*D, L); A (K*D, N); B, C (batch, K, N, L); D, delta_bias (K*D,).
+    """
+    name = resolve_backend(backend, u.device)
+    fn = _load(name)
+    assert fn is not None  # resolve_backend only returns loadable backends
+    return fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
