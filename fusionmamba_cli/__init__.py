@@ -1,0 +1,22 @@
+"""fusionmamba: multimodal image fusion with FusionMamba (IR-VIS, CT/PET/SPECT-MRI, GFP-PC).
+
+Public API (stable): `load_model`, `FusionMamba`, `FusionMambaConfig`, `create_model`,
+`selective_scan`, `fuse_images`.
+"""
+
+__version__ = "0.1.0"
+
+from fusionmamba_cli.checkpoints import load_model, save_weights
+from fusionmamba_cli.model import FusionMamba, FusionMambaConfig, create_model, get_preset
+from fusionmamba_cli.ops import selective_scan
+
+__all__ = [
+    "FusionMamba",
+    "FusionMambaConfig",
+    "__version__",
+    "create_model",
+    "get_preset",
+    "load_model",
+    "save_weights",
+    "selective_scan",
+]

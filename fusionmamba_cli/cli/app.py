@@ -1,0 +1,68 @@
+"""The Typer application: registers the commands and maps known errors to one line + exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from fusionmamba_cli import __version__
+from fusionmamba_cli.cli import demo, fuse, info
+from fusionmamba_cli.cli.common import UsageError, console
+from fusionmamba_cli.errors import FusionMambaError
+
+app = typer.Typer(
+    name="fusionmamba",
+    help="Fuse registered image pairs (IR-VIS, CT/PET/SPECT-MRI, GFP-PC) with FusionMamba.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fusionmamba {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """FusionMamba image fusion."""
+
+
+app.command("fuse")(fuse.fuse_command)
+app.command("info")(info.info_command)
+app.command("demo")(demo.demo_command)
+
+
+def main() -> None:
+    """Console-script entry point: known errors become one red line; tracebacks only with FUSIONMAMBA_DEBUG=1."""
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    except FusionMambaError as exc:
+        if os.environ.get("FUSIONMAMBA_DEBUG"):
+            raise
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    except typer.Abort:
+        console.print("[red]aborted[/red]")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

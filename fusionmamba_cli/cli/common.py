@@ -1,0 +1,77 @@
+"""Options, console and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+
+from fusionmamba_cli.tasks import TASK_NAMES
+
+# Human-facing output goes to stderr so stdout stays clean for --json and pipelines.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
+
+TaskName = Enum("TaskName", {name: name for name in TASK_NAMES}, type=str)  # type: ignore[misc]
+
+
+class ScanBackendName(str, Enum):
+    auto = "auto"
+    reference = "reference"
+    torch = "torch"
+    triton = "triton"
+    mamba_ssm = "mamba_ssm"
+
+
+TaskOpt = Annotated[
+    TaskName | None,
+    typer.Option("--task", "-t", help="Fusion task: picks the task's weights and the input order.", show_default=False),
+]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option("--weights", "-w", help="Weights name (see `fusionmamba weights list`) or file (.safetensors / authors' .pth)."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="auto, cpu, cuda or cuda:N.")]
+ScanBackendOpt = Annotated[
+    ScanBackendName | None,
+    typer.Option("--scan-backend", help="Force a selective-scan backend (default: $FUSIONMAMBA_SCAN_BACKEND or auto)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout, nothing else.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
+
+
+class UsageError(Exception):
+    """A bad command-line value: one red line, exit code 2."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` -> cuda if present else cpu; validate explicit choices."""
+    choice = device.strip().lower()
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(choice)
+    except RuntimeError:
+        raise UsageError(f"--device {device!r}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type != "cpu":
+        raise UsageError(f"--device {device!r}: only cpu and cuda are supported")
+    return dev
+
+
+def apply_scan_backend(backend: ScanBackendName | None) -> None:
+    """Make a --scan-backend choice visible to the dispatcher (argument beats the environment)."""
+    if backend is not None:
+        os.environ["FUSIONMAMBA_SCAN_BACKEND"] = backend.value
+
+
+def task_value(task: TaskName | None) -> str | None:
+    return task.value if task is not None else None

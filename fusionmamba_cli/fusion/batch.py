@@ -1,0 +1,131 @@
+"""Fuse many pairs into an output folder: resumable (existing outputs skipped), atomic writes,
+a failed pair never stops the batch, shardable across distributed ranks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fusionmamba_cli.errors import FusionMambaError, ImageWriteError
+from fusionmamba_cli.fusion.pairs import ImagePair
+from fusionmamba_cli.fusion.pipeline import Fuser, align_sizes
+from fusionmamba_cli.imaging.io import LoadedImage, read_image, write_image
+
+
+@dataclass
+class PairOutcome:
+    """What happened to one pair: status is "ok", "skipped" or "failed"."""
+
+    name: str
+    output: Path
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        record = {"name": self.name, "output": str(self.output), "status": self.status, "seconds": round(self.seconds, 4)}
+        if self.error:
+            record["error"] = self.error
+        if self.notes:
+            record["notes"] = self.notes
+        return record
+
+
+def output_path_for(pair: ImagePair, out_dir: Path, suffix: str) -> Path:
+    """`out_dir/<name><suffix>`, refusing names that would escape `out_dir` (e.g. '../x')."""
+    candidate = (out_dir / f"{pair.name}{suffix}").resolve()
+    if candidate.parent != out_dir.resolve() or pair.name in ("", ".", ".."):
+        raise ImageWriteError(f"{pair.name!r}: output name escapes the output directory")
+    return out_dir / f"{pair.name}{suffix}"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, FusionMambaError):
+        return str(exc)
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return "out of memory (try --tile 512 or a smaller --batch-size)"
+    return f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+
+
+def _load_pair(pair: ImagePair, resize: bool, names: tuple[str, str]) -> tuple[LoadedImage, LoadedImage]:
+    first, second = read_image(pair.first), read_image(pair.second)
+    return align_sizes(first, second, resize, names)
+
+
+def fuse_pairs(
+    fuser: Fuser,
+    pairs: Iterable[tuple[ImagePair, Path]],
+    *,
+    overwrite: bool = False,
+    resize: bool = False,
+    batch_size: int = 1,
+    on_outcome: Callable[[PairOutcome], None] | None = None,
+) -> list[PairOutcome]:
+    """Fuse (pair, output path) items; same-size pairs go through the network `batch_size` at a time."""
+    outcomes: list[PairOutcome] = []
+
+    def report(outcome: PairOutcome) -> None:
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    pending: list[tuple[ImagePair, Path, LoadedImage, LoadedImage, float]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        start = time.perf_counter()
+        try:
+            fused = fuser.fuse_many([(a, b) for _, _, a, b, _ in pending])
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not end the run
+            if len(pending) > 1:  # retry one by one so only the culprit fails
+                items = list(pending)
+                pending.clear()
+                for item in items:
+                    pending.append(item)
+                    flush()
+                return
+            pair, out, _, _, read_s = pending[0]
+            report(PairOutcome(pair.name, out, "failed", read_s + time.perf_counter() - start, _error_text(exc)))
+            pending.clear()
+            return
+        share = (time.perf_counter() - start) / len(pending)
+        for (pair, out, _, _, read_s), image in zip(pending, fused):
+            t0 = time.perf_counter()
+            try:
+                write_image(out, image.pixels, image.bit_depth)
+                report(PairOutcome(pair.name, out, "ok", read_s + share + time.perf_counter() - t0, notes=image.notes))
+            except Exception as exc:  # noqa: BLE001
+                report(PairOutcome(pair.name, out, "failed", read_s + share, _error_text(exc)))
+        pending.clear()
+
+    for pair, out in pairs:
+        start = time.perf_counter()
+        if _same_file(out, pair.first) or _same_file(out, pair.second):
+            report(PairOutcome(pair.name, out, "failed", 0.0, f"{out}: output would overwrite an input"))
+            continue
+        if out.exists() and not overwrite:
+            report(PairOutcome(pair.name, out, "skipped", 0.0, notes=["output exists (use --overwrite)"]))
+            continue
+        try:
+            first, second = _load_pair(pair, resize, fuser.task.modalities)
+        except Exception as exc:  # noqa: BLE001
+            report(PairOutcome(pair.name, out, "failed", time.perf_counter() - start, _error_text(exc)))
+            continue
+        if pending and pending[0][2].size_hw != first.size_hw:
+            flush()
+        pending.append((pair, out, first, second, time.perf_counter() - start))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return outcomes

@@ -1,0 +1,28 @@
+"""BT.601 full-range YCbCr (the JPEG convention), channel order (Y, Cb, Cr), values in [0, 1].
+
+OpenCV's COLOR_RGB2YCrCb uses the same coefficients but the order (Y, Cr, Cb); the authors'
+YtoRGB.py uses YUV coefficients. Chroma is centred on 0.5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_RGB_TO_YCBCR = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float64
+)
+_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB in [0, 1] -> (H, W, 3) YCbCr in [0, 1]."""
+    ycbcr = rgb.astype(np.float32) @ _RGB_TO_YCBCR.T.astype(np.float32)
+    ycbcr[..., 1:] += 0.5
+    return ycbcr
+
+
+def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
+    """(H, W, 3) YCbCr in [0, 1] -> (H, W, 3) RGB, not clipped."""
+    centred = ycbcr.astype(np.float32).copy()
+    centred[..., 1:] -= 0.5
+    return centred @ _YCBCR_TO_RGB.T.astype(np.float32)

@@ -1,0 +1,447 @@
+"""Selective scan as Triton kernels (forward and backward), no CUDA compilation needed.
+
+Same contract as `scan_reference.selective_scan_ref`:
+    u, delta (batch, K*D, L); A (K*D, N); B, C (batch, K, N, L); D, delta_bias (K*D,) or None.
+
+Forward: one program per (channel, batch). It walks L in tiles of CHUNK steps; inside a tile the
+recurrence h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t runs as a parallel `tl.associative_scan` over
+the (N, CHUNK) tile, and the state (N,) is carried from tile to tile in registers. The next tile's
+inputs are loaded before the current one is computed (register double buffering). When a gradient
+is needed, the state entering every tile is saved: (batch, K*D, ceil(L/CHUNK), N) fp32, i.e.
+N/CHUNK of the size of u, never the full O(N*L) state history.
+
+Backward: one program per (batch, block of BLOCK_D consecutive channels of one group). It walks the
+tiles in reverse; for each tile and each channel of the block it recomputes the tile's states from
+the saved entering state (forward-order scan), writes them to a small per-program scratch buffer
+and reads them back in reversed time order (Triton's `reverse=True` scan is unreliable for
+non-commutative combines, so every reverse-time quantity is loaded in reversed order and scanned
+forwards instead). The adjoint g_t = dL/dh_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1} is that forward
+scan in reversed time; its value at the tile start is carried to the previous tile. Gradients:
+    du_t      = dt_t sum_n g_t B_t + D dy_t
+    ddt_t     = sum_n g_t (u_t B_t + A (h_t - dt_t u_t B_t))     [h_t - dt u B = exp(dt A) h_{t-1}]
+    dA_n      = sum_t g_t dt_t (h_t - dt_t u_t B_t)
+    dB_t      = sum_{c in group} g_t dt_t u_t,   dC_t = sum_{c in group} dy_t h_t
+dB/dC are summed over the block's channels in registers and written as deterministic per-block
+partials (batch, K*D/BLOCK_D, N, L), reduced over the blocks of each group with torch. dD and
+ddelta_bias are plain reductions done with torch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+DEFAULT_CHUNK = 128
+# Launch knobs (bench/bench_scan.py --sweep explores them). `infer_tile`: time steps per tile of
+# the forward when no gradient is needed (no states saved, so it need not equal the chunk).
+_TUNING = {
+    "infer_tile": 128,
+    "infer_warps": 4,
+    "train_fwd_warps": 4,
+    "bwd_warps": 4,
+    "prefetch": True,
+    "deterministic": True,
+}
+# Upper bound for the fp32 dB/dC partial buffers of the deterministic backward (both together).
+_PARTIAL_BUDGET_BYTES = 512 * 1024 * 1024
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def is_available() -> bool:
+    """True when Triton imports (it did, or this module would not) and CUDA or the interpreter is there."""
+    return bool(torch.cuda.is_available() or _interpreting())
+
+
+# --------------------------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _affine_combine(a1, b1, a2, b2):
+    # compose h -> a1 h + b1, then h -> a2 h + b2
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _softplus(x):
+    # max(x, 0) + log1p(exp(-|x|)), with an accurate log1p; x itself above 20 (like torch)
+    z = tl.exp(-tl.abs(x))
+    w = 1.0 + z
+    w_minus_1 = w - 1.0
+    log1p_z = tl.where(w_minus_1 == 0.0, z, tl.log(w) * (z / tl.where(w_minus_1 == 0.0, 1.0, w_minus_1)))
+    return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + log1p_z)
+
+
+@triton.jit
+def _dsoftplus(x):
+    # d softplus / dx = sigmoid(x); exactly 1 above the threshold
+    return tl.where(x > 20.0, 1.0, 1.0 / (1.0 + tl.exp(-x)))
+
+
+@triton.jit
+def _step_size(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """Load raw delta, add the bias and apply the softplus; zero outside `mask`."""
+    raw = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        raw = raw + bias
+    dt = raw
+    if SOFTPLUS:
+        dt = _softplus(raw)
+    return raw, tl.where(mask, dt, 0.0)
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, states_ptr,
+    L, channels, per_group, n_groups, N, n_tiles,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr,
+    N_P2: tl.constexpr, TL: tl.constexpr, PREFETCH: tl.constexpr,
+):
+    c = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    grp = c // per_group
+    n = tl.arange(0, N_P2)
+    n_mask = n < N
+    k = tl.arange(0, TL)
+
+    A = tl.load(A_ptr + c * N + n, mask=n_mask, other=0.0).to(tl.float32)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + c).to(tl.float32)
+    d_skip = 0.0
+    if HAS_D:
+        d_skip = tl.load(D_ptr + c).to(tl.float32)
+
+    row = (b * channels + c) * L
+    u_base = u_ptr + row
+    delta_base = delta_ptr + row
+    y_base = y_ptr + row
+    bc_off = (b * n_groups + grp) * N * L + n[:, None] * L
+    B_base = B_ptr + bc_off
+    C_base = C_ptr + bc_off
+    st_base = states_ptr + (b * channels + c) * n_tiles * N
+
+    h = tl.zeros([N_P2], dtype=tl.float32)
+    if PREFETCH:  # load tile 0 now; each iteration then loads the next tile before computing
+        t_mask = k < L
+        nt_mask = n_mask[:, None] & t_mask[None, :]
+        u_nx = tl.load(u_base + k, mask=t_mask, other=0.0)
+        d_nx = tl.load(delta_base + k, mask=t_mask, other=0.0)
+        B_nx = tl.load(B_base + k[None, :], mask=nt_mask, other=0.0)
+        C_nx = tl.load(C_base + k[None, :], mask=nt_mask, other=0.0)
+
+    for i in range(n_tiles):
+        offs = i * TL + k
+        t_mask = offs < L
+        if PREFETCH:
+            u_t = u_nx.to(tl.float32)
+            raw = d_nx.to(tl.float32)
+            B_t = B_nx.to(tl.float32)
+            C_t = C_nx.to(tl.float32)
+            offs_nx = offs + TL
+            m_nx = offs_nx < L
+            mm_nx = n_mask[:, None] & m_nx[None, :]
+            u_nx = tl.load(u_base + offs_nx, mask=m_nx, other=0.0)
+            d_nx = tl.load(delta_base + offs_nx, mask=m_nx, other=0.0)
+            B_nx = tl.load(B_base + offs_nx[None, :], mask=mm_nx, other=0.0)
+            C_nx = tl.load(C_base + offs_nx[None, :], mask=mm_nx, other=0.0)
+        else:
+            mm = n_mask[:, None] & t_mask[None, :]
+            u_t = tl.load(u_base + offs, mask=t_mask, other=0.0).to(tl.float32)
+            raw = tl.load(delta_base + offs, mask=t_mask, other=0.0).to(tl.float32)
+            B_t = tl.load(B_base + offs[None, :], mask=mm, other=0.0).to(tl.float32)
+            C_t = tl.load(C_base + offs[None, :], mask=mm, other=0.0).to(tl.float32)
+
+        if SAVE_STATES:
+            tl.store(st_base + i * N + n, h, mask=n_mask)
+        if HAS_BIAS:
+            raw = raw + bias
+        dt = raw
+        if SOFTPLUS:
+            dt = _softplus(raw)
+        dt = tl.where(t_mask, dt, 0.0)  # padding: decay 1, drive 0, state unchanged
+
+        decay = tl.exp(dt[None, :] * A[:, None])
+        drive = (dt * u_t)[None, :] * B_t
+        cum_decay, h_local = tl.associative_scan((decay, drive), 1, _affine_combine)
+        hs = h_local + cum_decay * h[:, None]
+        y = tl.sum(hs * C_t, axis=0)
+        if HAS_D:
+            y = y + d_skip * u_t
+        tl.store(y_base + offs, y.to(y_ptr.dtype.element_ty), mask=t_mask)
+        h = tl.sum(tl.where(k[None, :] == TL - 1, hs, 0.0), axis=1)
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr, scratch_ptr,
+    du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
+    L, channels, per_group, n_groups, N, n_tiles, block_d, n_blocks,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    N_P2: tl.constexpr, TL: tl.constexpr, BD_P2: tl.constexpr, ATOMIC: tl.constexpr,
+):
+    blk = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    c0 = blk * block_d
+    grp = c0 // per_group
+    n = tl.arange(0, N_P2)
+    n_mask = n < N
+    k = tl.arange(0, TL)
+    rows = tl.arange(0, BD_P2)
+
+    bc_off = (b * n_groups + grp) * N * L + n[:, None] * L
+    B_base = B_ptr + bc_off
+    C_base = C_ptr + bc_off
+    part_base = (b * n_blocks + blk) * N * L + n[:, None] * L
+    scratch = scratch_ptr + (b * n_blocks + blk) * (N_P2 * TL) + n[:, None] * TL
+    last_k = k[None, :] == TL - 1
+
+    g_carry = tl.zeros([BD_P2, N_P2], dtype=tl.float32)  # dL/dh at the start of the later tile
+    dA_acc = tl.zeros([BD_P2, N_P2], dtype=tl.float32)
+
+    for ii in range(n_tiles):
+        i = n_tiles - 1 - ii
+        t0 = i * TL
+        offs_f = t0 + k  # forward time order
+        m_f = offs_f < L
+        offs_r = t0 + (TL - 1) - k  # reversed time order
+        m_r = offs_r < L
+        offs_r1 = offs_r + 1  # the step after, in reversed order
+        m_r1 = offs_r1 < L
+        mm_f = n_mask[:, None] & m_f[None, :]
+        mm_r = n_mask[:, None] & m_r[None, :]
+        B_f = tl.load(B_base + offs_f[None, :], mask=mm_f, other=0.0).to(tl.float32)
+        B_r = tl.load(B_base + offs_r[None, :], mask=mm_r, other=0.0).to(tl.float32)
+        C_r = tl.load(C_base + offs_r[None, :], mask=mm_r, other=0.0).to(tl.float32)
+        dB_acc = tl.zeros([N_P2, TL], dtype=tl.float32)
+        dC_acc = tl.zeros([N_P2, TL], dtype=tl.float32)
+
+        for j in range(block_d):
+            c = c0 + j
+            row = (b * channels + c) * L
+            A = tl.load(A_ptr + c * N + n, mask=n_mask, other=0.0).to(tl.float32)
+            bias = 0.0
+            if HAS_BIAS:
+                bias = tl.load(bias_ptr + c).to(tl.float32)
+
+            # 1) recompute this tile's states in forward order from the saved entering state
+            u_f = tl.load(u_ptr + row + offs_f, mask=m_f, other=0.0).to(tl.float32)
+            _, dt_f = _step_size(delta_ptr + row + offs_f, m_f, bias, HAS_BIAS, SOFTPLUS)
+            decay_f = tl.exp(dt_f[None, :] * A[:, None])
+            drive_f = (dt_f * u_f)[None, :] * B_f
+            cum_f, h_loc = tl.associative_scan((decay_f, drive_f), 1, _affine_combine)
+            h_in = tl.load(states_ptr + ((b * channels + c) * n_tiles + i) * N + n, mask=n_mask, other=0.0)
+            h_f = h_loc + cum_f * h_in[:, None]
+            # 2) reverse them in time through the scratch buffer
+            tl.store(scratch + k[None, :], h_f)
+            tl.debug_barrier()
+            h_r = tl.load(scratch + (TL - 1 - k)[None, :])
+            tl.debug_barrier()
+
+            # 3) adjoint recurrence, forward scan over reversed time
+            u_r = tl.load(u_ptr + row + offs_r, mask=m_r, other=0.0).to(tl.float32)
+            raw_r, dt_r = _step_size(delta_ptr + row + offs_r, m_r, bias, HAS_BIAS, SOFTPLUS)
+            _, dt_r1 = _step_size(delta_ptr + row + offs_r1, m_r1, bias, HAS_BIAS, SOFTPLUS)
+            dy_r = tl.load(dy_ptr + row + offs_r, mask=m_r, other=0.0).to(tl.float32)
+            decay_r1 = tl.where(m_r1[None, :], tl.exp(dt_r1[None, :] * A[:, None]), 0.0)
+            sel = rows[:, None] == j
+            g_in = tl.sum(tl.where(sel, g_carry, 0.0), axis=0)
+            cum_g, g_loc = tl.associative_scan((decay_r1, dy_r[None, :] * C_r), 1, _affine_combine)
+            g = g_loc + cum_g * g_in[:, None]
+            g_start = tl.sum(tl.where(last_k, g, 0.0), axis=1)
+            g_carry = tl.where(sel, g_start[None, :], g_carry)
+
+            # 4) gradients
+            dtu = dt_r * u_r
+            h_prev = h_r - dtu[None, :] * B_r  # exp(dt A) h_{t-1}
+            dB_acc += g * dtu[None, :]
+            dC_acc += dy_r[None, :] * h_r
+            du = dt_r * tl.sum(g * B_r, axis=0)
+            if HAS_D:
+                du = du + tl.load(D_ptr + c).to(tl.float32) * dy_r
+            ddt = tl.sum(g * (u_r[None, :] * B_r + A[:, None] * h_prev), axis=0)
+            if SOFTPLUS:
+                ddt = ddt * _dsoftplus(raw_r)
+            dA_row = tl.sum(g * dt_r[None, :] * h_prev, axis=1)
+            dA_acc += tl.where(sel, dA_row[None, :], 0.0)
+            tl.store(du_ptr + row + offs_r, du.to(du_ptr.dtype.element_ty), mask=m_r)
+            tl.store(ddelta_ptr + row + offs_r, ddt, mask=m_r)
+
+        if ATOMIC:  # dB, dC: (batch, K, N, L), zero-initialised, summed over blocks by atomics
+            tl.atomic_add(dB_ptr + bc_off + offs_r[None, :], dB_acc, mask=mm_r, sem="relaxed")
+            tl.atomic_add(dC_ptr + bc_off + offs_r[None, :], dC_acc, mask=mm_r, sem="relaxed")
+        else:  # deterministic per-block partials (batch, K*D/BLOCK_D, N, L)
+            tl.store(dB_ptr + part_base + offs_r[None, :], dB_acc, mask=mm_r)
+            tl.store(dC_ptr + part_base + offs_r[None, :], dC_acc, mask=mm_r)
+
+    ch = c0 + rows
+    dA_ptrs = dA_ptr + (b * channels + ch[:, None]) * N + n[None, :]
+    tl.store(dA_ptrs, dA_acc, mask=(rows[:, None] < block_d) & n_mask[None, :])
+
+
+# --------------------------------------------------------------------------------------------
+# host side
+# --------------------------------------------------------------------------------------------
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 132
+
+
+def _choose_block_d(batch: int, channels: int, per_group: int, n_state: int, length: int,
+                    device: torch.device) -> int:
+    """Channels per backward program: as few as keep >= 2 programs per SM, more if the partials
+    would exceed the memory budget. Always a divisor of `per_group` (one group per program)."""
+    divisors = [d for d in range(1, per_group + 1) if per_group % d == 0]
+    target = 2 * _num_sms(device)
+    fitting = [d for d in divisors if batch * (channels // d) >= target]
+    block = fitting[-1] if fitting else 1
+    for d in divisors:
+        if d < block:
+            continue
+        block = d
+        if 2 * batch * (channels // d) * n_state * length * 4 <= _PARTIAL_BUDGET_BYTES:
+            break
+    return block
+
+
+def _check_chunk(chunk: int) -> int:
+    chunk = int(chunk)
+    if chunk < 2 or chunk & (chunk - 1):
+        raise ValueError(f"chunk must be a power of two >= 2, got {chunk}")
+    return chunk
+
+
+class _SelectiveScanTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk, block_d, explicit_chunk):
+        batch, channels, length = u.shape
+        n_groups, n_state = B.shape[1], A.shape[1]
+        if channels % n_groups:
+            raise ValueError(f"K*D={channels} is not a multiple of the number of groups K={n_groups}")
+        if B.shape != (batch, n_groups, n_state, length) or C.shape != B.shape:
+            raise ValueError(f"B, C must be (batch, K, N, L)={(batch, n_groups, n_state, length)}; "
+                             f"got {tuple(B.shape)} and {tuple(C.shape)}")
+        per_group = channels // n_groups
+        u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+        D = None if D is None else D.contiguous()
+        delta_bias = None if delta_bias is None else delta_bias.contiguous()
+        chunk = _check_chunk(chunk)
+        save = any(ctx.needs_input_grad[:7])
+        tile = chunk if save or explicit_chunk else int(_TUNING["infer_tile"])
+        warps = _TUNING["train_fwd_warps"] if save or explicit_chunk else _TUNING["infer_warps"]
+        n_tiles = max(1, -(-length // tile))
+
+        y = torch.empty_like(u)
+        states = torch.empty((batch, channels, n_tiles, n_state) if save else (1,),
+                             device=u.device, dtype=torch.float32)
+        if length > 0 and batch > 0 and channels > 0:
+            _scan_fwd_kernel[(channels, batch)](
+                u, delta, A, B, C,
+                u if D is None else D, u if delta_bias is None else delta_bias, y, states,
+                length, channels, per_group, n_groups, n_state, n_tiles,
+                HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+                SAVE_STATES=save, N_P2=_next_pow2(n_state), TL=tile, PREFETCH=bool(_TUNING["prefetch"]),
+                num_warps=int(warps),
+            )
+        if save:
+            ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
+            ctx.config = (bool(delta_softplus), chunk, block_d)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
+        delta_softplus, chunk, block_d = ctx.config
+        batch, channels, length = u.shape
+        n_groups, n_state = B.shape[1], A.shape[1]
+        per_group = channels // n_groups
+        n_tiles = states.shape[2]
+        dy = dy.contiguous()
+        if block_d is None:
+            block_d = _choose_block_d(batch, channels, per_group, n_state, length, u.device)
+        if per_group % block_d:
+            raise ValueError(f"block_d={block_d} must divide the channels per group ({per_group})")
+        n_blocks = channels // block_d
+        n_p2 = _next_pow2(n_state)
+        dev = u.device
+        atomic = not _TUNING["deterministic"]
+
+        du = torch.empty_like(u)
+        ddelta = torch.empty((batch, channels, length), device=dev, dtype=torch.float32)
+        dA_part = torch.empty((batch, channels, n_state), device=dev, dtype=torch.float32)
+        if atomic:
+            dB_part = torch.zeros((batch, n_groups, n_state, length), device=dev, dtype=torch.float32)
+        else:
+            dB_part = torch.empty((batch, n_blocks, n_state, length), device=dev, dtype=torch.float32)
+        dC_part = torch.zeros_like(dB_part) if atomic else torch.empty_like(dB_part)
+        scratch = torch.empty((batch * n_blocks * n_p2 * chunk,), device=dev, dtype=torch.float32)
+        if length > 0 and batch > 0 and channels > 0:
+            _scan_bwd_kernel[(n_blocks, batch)](
+                u, delta, A, B, C,
+                u if D is None else D, u if delta_bias is None else delta_bias, dy, states, scratch,
+                du, ddelta, dA_part, dB_part, dC_part,
+                length, channels, per_group, n_groups, n_state, n_tiles, block_d, n_blocks,
+                HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+                N_P2=n_p2, TL=chunk, BD_P2=_next_pow2(block_d), ATOMIC=atomic,
+                num_warps=int(_TUNING["bwd_warps"]),
+            )
+        else:
+            for t in (du, ddelta, dA_part, dB_part, dC_part):
+                t.zero_()
+
+        if atomic:
+            dB, dC = dB_part.to(B.dtype), dC_part.to(C.dtype)
+        else:
+            blocks_per_group = per_group // block_d
+            dB = dB_part.view(batch, n_groups, blocks_per_group, n_state, length).sum(2).to(B.dtype)
+            dC = dC_part.view(batch, n_groups, blocks_per_group, n_state, length).sum(2).to(C.dtype)
+        dA = dA_part.sum(0).to(A.dtype)
+        dD = None
+        if D is not None and ctx.needs_input_grad[5]:
+            dD = (dy.float() * u.float()).sum((0, 2)).to(D.dtype)
+        dbias = None
+        if delta_bias is not None and ctx.needs_input_grad[6]:
+            dbias = ddelta.sum((0, 2)).to(delta_bias.dtype)
+        return (du, ddelta.to(delta.dtype), dA, dB, dC, dD, dbias, None, None, None, None)
+
+
+def selective_scan_triton(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    *,
+    chunk: int | None = None,
+    block_d: int | None = None,
+) -> torch.Tensor:
+    """Selective scan on the GPU (or the Triton interpreter); shapes as in `scan_reference`.
+
+    `chunk` (power of two): time steps per tile, and the spacing of the states saved for the
+    backward (default DEFAULT_CHUNK; without gradients the forward tile is tuned separately unless
+    `chunk` is given). `block_d`: channels per backward program (must divide the channels per
+    group); None picks one from the shape and the device.
+    """
+    explicit = chunk is not None
+    return _SelectiveScanTriton.apply(u, delta, A, B, C, D, delta_bias, delta_softplus,
+                                      DEFAULT_CHUNK if chunk is None else chunk, block_d, explicit)
+
+
+__all__ = ["DEFAULT_CHUNK", "is_available", "selective_scan_triton"]

@@ -1,0 +1,43 @@
+"""Shared test fixtures: paths to ../shared, tiny random weights, small synthetic images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test when that folder is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not available (the ../shared folder is absent)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def micro_weights(tmp_path_factory) -> Path:
+    """A randomly initialised `micro` network saved as our safetensors format."""
+    from fusionmamba_cli import create_model, save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "micro.safetensors"
+    save_weights(create_model("micro"), path)
+    return path
+
+
+def smooth_image(height: int, width: int, seed: int = 0, channels: int | None = None) -> np.ndarray:
+    """A smooth random test image in [0, 1], (H, W) or (H, W, C)."""
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if channels is None else (height, width, channels)
+    base = rng.random(shape).astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
+    ramp = (0.5 + 0.5 * np.sin(6 * xx + 3 * yy)).astype(np.float32)
+    if channels is not None:
+        ramp = ramp[..., None]
+    return np.clip(0.6 * ramp + 0.4 * base, 0, 1)
