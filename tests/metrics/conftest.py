@@ -1,0 +1,11 @@
+"""Make ``fusionmamba_cli`` importable from the repo root however pytest is invoked."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
