@@ -1,0 +1,85 @@
+"""`fusionmamba train`: unsupervised training (single process, or DDP under torchrun)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fusionmamba_cli.cli.common import DeviceOpt, QuietOpt, ScanBackendOpt, TaskName, UsageError, console
+from fusionmamba_cli.model import list_presets
+from fusionmamba_cli.training.losses import LossWeights
+from fusionmamba_cli.training.trainer import TrainConfig, train
+
+
+def _default_data() -> Path:
+    return Path(os.environ.get("FUSIONMAMBA_DATA", "data"))
+
+
+def train_command(
+    task: Annotated[list[TaskName], typer.Option("--task", "-t", help="Task(s) to train on; repeat for a joint/general model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints (last.pt), log.jsonl, final.safetensors.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Data root (ROOT/<task>/train/<modality>/*.png) or a packed .npz. Default $FUSIONMAMBA_DATA or ./data.")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="Model size preset.")] = "compact",
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps in total.")] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs", min=0.01, help="Alternative to --steps: passes over the training pairs.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 4,
+    lr: Annotated[float, typer.Option("--lr")] = 1e-4,
+    crop: Annotated[int, typer.Option("--crop", min=16, help="Random crop size.")] = 128,
+    loss_weights: Annotated[str, typer.Option("--loss-weights", help="int,text,ssim weights, or 'paper' (1,1,10) / 'code' (10,10,1). 0 switches a term off.")] = "code",
+    amp: Annotated[bool, typer.Option("--amp", help="bf16 autocast on GPU.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    save_every: Annotated[int, typer.Option("--save-every", min=1, help="Checkpoint every N steps (and at the end).")] = 500,
+    log_every: Annotated[int, typer.Option("--log-every", min=1)] = 10,
+    val: Annotated[str | None, typer.Option("--val", help="Split scored with a few metrics every --val-every steps (e.g. test).")] = None,
+    val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+    init: Annotated[str | None, typer.Option("--init", help="Start from these weights (fine-tuning).")] = None,
+    time_limit: Annotated[float | None, typer.Option("--time-limit", min=0.01, help="Stop (with a checkpoint) after this many minutes; --resume continues.")] = None,
+    device: DeviceOpt = "auto",
+    scan_backend: ScanBackendOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train FusionMamba without labels (intensity + texture + SSIM losses, paper section 3.6)."""
+    if preset not in list_presets():
+        raise UsageError(f"--preset {preset!r}: choose one of {', '.join(list_presets())}")
+    try:
+        weights = LossWeights.parse(loss_weights)
+    except ValueError as exc:
+        raise UsageError(f"--loss-weights: {exc}") from None
+    data = data or _default_data()
+    tasks = [t.value for t in task]
+    if steps is None:
+        if epochs is None:
+            raise UsageError("give --steps or --epochs")
+        from fusionmamba_cli.training.data import load_pairs
+
+        steps = max(1, round(epochs * len(load_pairs(data, tasks, "train")) / batch_size))
+    config = TrainConfig(
+        data=str(data), tasks=tasks, out=str(out), preset=preset, steps=steps, batch_size=batch_size, lr=lr,
+        crop=crop, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
+        amp=amp, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
+        init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,
+        time_limit_min=time_limit,
+    )
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if quiet or not main_rank:
+        train(config, resume=resume)
+        return
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("train", total=steps, status="")
+
+        def on_log(record: dict) -> None:
+            if "loss" in record:
+                progress.update(bar, completed=record["step"], status=f"loss {record['loss']:.4f}  {record['steps_per_s']:.1f} steps/s")
+            elif "val_split" in record:
+                shown = {k: round(v, 4) for k, v in record.items() if k not in ("step", "val_split")}
+                progress.console.print(f"step {record['step']} {record['val_split']}: {json.dumps(shown)}")
+
+        result = train(config, resume=resume, on_log=on_log)
+    console.print(f"done: {result['step']} steps; weights in {out / 'final.safetensors'}")

@@ -1,0 +1,1 @@
+"""Unsupervised training of FusionMamba (paper section 3.6): losses, data, the training loop."""

@@ -1,0 +1,248 @@
+"""The training loop: Adam on the fusion loss, bf16 autocast on GPU, atomic checkpoints, exact
+resume (model, optimiser, step, RNG; batches are a function of the step), fine-tuning from
+existing weights, per-interval validation metrics, DistributedDataParallel under torchrun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
+from fusionmamba_cli.errors import FusionMambaError
+from fusionmamba_cli.model import FusionMamba, get_preset
+from fusionmamba_cli.training.data import PairSet, load_pairs, make_batch
+from fusionmamba_cli.training.losses import LossWeights, fusion_loss
+
+CHECKPOINT_NAME = "last.pt"
+FINAL_NAME = "final.safetensors"
+LOG_NAME = "log.jsonl"
+VAL_METRICS = ("VIF", "Qabf", "SF", "SSIM", "SCD")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; stored in its checkpoints and final weights."""
+
+    data: str
+    tasks: list[str]
+    out: str
+    preset: str = "compact"
+    steps: int = 1000
+    batch_size: int = 4
+    lr: float = 1e-4
+    crop: int = 128
+    loss_weights: str = "10,10,1"
+    amp: bool = False
+    seed: int = 0
+    save_every: int = 500
+    log_every: int = 10
+    val_split: str | None = None
+    val_every: int = 500
+    val_images: int = 8
+    init: str | None = None
+    scan_backend: str | None = None
+    device: str = "auto"
+    preset_overrides: dict = field(default_factory=dict)
+    time_limit_min: float | None = None
+
+
+class TrainingError(FusionMambaError, RuntimeError):
+    """A training run that cannot start or continue."""
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter's bytes: equal digests mean identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class _Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_choice: str) -> tuple[_Distributed, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the group (NCCL on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    wants_cuda = device_choice.startswith("cuda") or (device_choice == "auto" and torch.cuda.is_available())
+    if world <= 1:
+        device = torch.device(device_choice if device_choice != "auto" else ("cuda" if wants_cuda else "cpu"))
+        return _Distributed(), device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if wants_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Distributed(rank, world, local_rank), device
+
+
+def _agree(flag: bool, ddp: _Distributed, device: torch.device) -> bool:
+    """True when any rank says so (keeps ranks in lock-step when stopping on a time limit)."""
+    if ddp.world <= 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _build(config: TrainConfig) -> FusionMamba:
+    if config.init:
+        state, model_config, _ = read_checkpoint(config.init)
+        return build_model(state, model_config, config.init)
+    torch.manual_seed(config.seed)
+    return FusionMamba(get_preset(config.preset, **config.preset_overrides))
+
+
+def _validate(model: FusionMamba, pairs: PairSet, device: torch.device, limit: int) -> dict[str, float]:
+    """Mean of a few fusion metrics over the first `limit` validation pairs (full images)."""
+    from fusionmamba_cli.metrics import score_triplet
+
+    scores: dict[str, list[float]] = {m: [] for m in VAL_METRICS}
+    model.eval()
+    with torch.inference_mode():
+        for x1, x2 in list(zip(pairs.x1, pairs.x2))[:limit]:
+            t1 = torch.from_numpy(x1.astype(np.float32) / 255)[None, None].to(device)
+            t2 = torch.from_numpy(x2.astype(np.float32) / 255)[None, None].to(device)
+            fused = model(t1, t2).float().clamp(0, 1)[0, 0].cpu().numpy()
+            fused_u8 = np.rint(fused * 255).astype(np.uint8)
+            for key, value in score_triplet(x2, x1, fused_u8, list(VAL_METRICS)).items():
+                if value is not None:
+                    scores[key].append(value)
+    model.train()
+    return {k: float(np.mean(v)) for k, v in scores.items() if v}
+
+
+def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> dict:
+    """Run (or resume) a training; returns the final log record. Rank 0 writes everything."""
+    ddp, device = _init_distributed(config.device)
+    out = Path(config.out)
+    checkpoint_path = out / CHECKPOINT_NAME
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+    if config.scan_backend:
+        os.environ["FUSIONMAMBA_SCAN_BACKEND"] = config.scan_backend
+    weights = LossWeights.parse(config.loss_weights)
+    pairs = load_pairs(Path(config.data), config.tasks, "train")
+    val_pairs = load_pairs(Path(config.data), config.tasks, config.val_split) if config.val_split else None
+
+    model = _build(config).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    step = 0
+    if resume:
+        if not checkpoint_path.is_file():
+            raise TrainingError(f"{checkpoint_path}: no checkpoint to resume from")
+        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        step = int(saved["step"])
+        _restore_rng(saved["rng"], device)
+    elif ddp.main and checkpoint_path.exists():
+        raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.world > 1 else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def log(record: dict) -> None:
+        if not ddp.main:
+            return
+        with open(out / LOG_NAME, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if on_log is not None:
+            on_log(record)
+
+    def save_checkpoint() -> None:
+        if ddp.main:
+            _atomic_torch_save(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "rng": _rng_state(device), "train_config": asdict(config), "model_config": model.config.to_json()},
+                checkpoint_path,
+            )
+
+    window_start, window_steps = time.perf_counter(), 0
+    deadline = time.monotonic() + 60 * config.time_limit_min if config.time_limit_min else None
+    record: dict = {}
+    while step < config.steps:
+        if deadline is not None and _agree(time.monotonic() > deadline, ddp, device):
+            log({"step": step, "stopped": "time limit"})
+            save_checkpoint()
+            break
+        x1, x2 = make_batch(pairs, step, config.batch_size, config.crop, config.seed, ddp.rank, ddp.world)
+        x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
+        with autocast:
+            fused = net(x1, x2)
+        loss, terms = fusion_loss(fused, x1, x2, weights)
+        if not math.isfinite(loss.item()):
+            raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        window_steps += 1
+        if step % config.log_every == 0 or step == config.steps:
+            elapsed = time.perf_counter() - window_start
+            record = {"step": step, "loss": loss.item(), **terms, "steps_per_s": window_steps / max(elapsed, 1e-9)}
+            log(record)
+            window_start, window_steps = time.perf_counter(), 0
+        if val_pairs is not None and (step % config.val_every == 0 or step == config.steps) and ddp.main:
+            log({"step": step, "val_split": config.val_split, **_validate(model, val_pairs, device, config.val_images)})
+        if step % config.save_every == 0 or step == config.steps:
+            save_checkpoint()
+    digest = weights_digest(model)
+    if ddp.world > 1:
+        digests: list[str | None] = [None] * ddp.world
+        dist.all_gather_object(digests, digest)
+        log({"step": step, "rank_weight_digests": digests})
+    if ddp.main:
+        metadata = {"train_config": json.dumps(asdict(config)), "steps": str(step)}
+        save_weights(model, out / FINAL_NAME, metadata=metadata)
+    if ddp.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"step": step, "weights_digest": digest, **record}
