@@ -18,8 +18,11 @@ _W = 3  # analysis_fmi window size
 _L = _W * _W
 _IDX = np.arange(1, _L + 1, dtype=np.float64)
 _IDX2 = _IDX * _IDX
+_NB = _L - 1  # inner CDF breakpoints per window
+_NSEG = 2 * _NB + 1  # pieces of [0, 1] after merging the q and p breakpoints
+_SEG = np.arange(_NSEG)
 _TIE_TOL = 100 * np.finfo(np.float64).eps  # README edge step 5: absolute 100*eps tolerance
-_CHUNK = 2048  # windows per chunk: (chunk, 81) temporaries of 1.3 MB stay cache-friendly
+_CHUNK = 4096  # windows per chunk; bounds the (chunk, 17) and (chunk, 9) temporaries to well under 1 MB
 
 
 def sobel_edge(img: np.ndarray) -> np.ndarray:
@@ -96,52 +99,70 @@ def _index_sd(p: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(m2 - m1 * m1, 0.0))
 
 
-def _outer_flat(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Row-wise outer products x_i * y_j as a contiguous (K, 81) array, i major (row i of a 9x9)."""
-    out = np.repeat(x, _L, axis=1)
-    out *= np.tile(y, _L)
-    return out
+def _neg_xlog2x_sum(x: np.ndarray) -> np.ndarray:
+    """Row sums of -x*log2|x| over nonzero entries: MATLAB's real(-x*log2(x)), negatives included."""
+    mag = np.abs(x)
+    mag[mag == 0] = 1.0  # zero entries are skipped: log2(1) = 0
+    return -np.einsum("ki,ki->k", x, np.log2(mag, out=mag))
 
 
-def _rect_diff_flat(u: np.ndarray) -> np.ndarray:
-    """U(i,j) - U(i-1,j) - U(i,j-1) + U(i-1,j-1) on flat (K, 81) rows, with U(0,.) = U(.,0) = 0."""
-    v = u.copy()
-    v[:, _L:] -= u[:, :-_L]  # difference along i (blocks of 9)
-    w = np.empty_like(v)
-    np.subtract(v[:, 1:], v[:, :-1], out=w[:, 1:])  # difference along j ...
-    w[:, ::_L] = v[:, ::_L]  # ... except in column j = 1, whose left neighbour is U(., 0) = 0
-    return w
+def _coupling_cells(
+    cdf_q: np.ndarray, cdf_p: np.ndarray, upper: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cells (i, j) (0-based) and masses of the Frechet-bound coupling, per row.
+
+    The rectangle difference of U(i,j) = min(Q_i, P_j) (upper bound) is the length of the overlap
+    of the intervals (Q_{i-1}, Q_i] and (P_{j-1}, P_j]; for L(i,j) = max(0, Q_i + P_j - 1) (lower
+    bound) it is the overlap with (1 - P_j, 1 - P_{j-1}]. Merging the 8 + 8 inner breakpoints
+    gives the 17 pieces of [0, 1] and the cell each lies in; all other cells have mass 0.
+    """
+    n = cdf_q.shape[0]
+    q_brk = cdf_q[:, :_NB]
+    p_brk = cdf_p[:, :_NB] if upper else 1.0 - cdf_p[:, _NB - 1 :: -1]
+    brk = np.concatenate([q_brk, p_brk], axis=1)
+    # Tie order is irrelevant: tied breakpoints bound zero-length pieces, which add nothing.
+    order = np.argsort(brk, axis=1)
+    edges = np.empty((n, _NSEG + 1))
+    edges[:, 0] = 0.0
+    edges[:, -1] = 1.0
+    edges[:, 1:-1] = np.take_along_axis(brk, order, axis=1)
+    mass = np.diff(edges, axis=1)
+    i_idx = np.zeros((n, _NSEG), dtype=np.intp)
+    np.cumsum(order < _NB, axis=1, out=i_idx[:, 1:])  # q-breakpoints passed so far
+    m_idx = _SEG - i_idx  # p-breakpoints passed so far
+    j_idx = m_idx if upper else _NB - m_idx
+    return i_idx, j_idx, mass
 
 
 def _copula_fmi(
     p: np.ndarray, q: np.ndarray, c: np.ndarray, sd_p: np.ndarray, sd_q: np.ndarray, upper: bool
 ) -> np.ndarray:
-    """Fast-FMI of rows whose mixing weight phi is nonzero, with one Frechet bound for all rows."""
+    """Fast-FMI of rows whose mixing weight phi is nonzero, with one Frechet bound for all rows.
+
+    jpdf(i,j) = phi*dU(i,j) + (1-phi)*q_i*p_j is never materialised as 9x9: dU lives on at most
+    17 cells (see _coupling_cells), and the entropy of the (1-phi)*q*p part is analytic. This
+    equals the README's 81-cell sums up to rounding (~1e-13 per window, README 4 allows 1e-6).
+    """
     cdf_p = np.cumsum(p, axis=1)
     cdf_q = np.cumsum(q, axis=1)
-    # Flat (K, 81) layout, entry i*9 + j holds (Q_i, P_j): contiguous, so no broadcasting loops.
-    q_i = np.repeat(cdf_q, _L, axis=1)
-    p_j = np.tile(cdf_p, _L)
-    u = q_i + p_j
-    if upper:
-        t = np.abs(np.subtract(q_i, p_j, out=q_i))  # README: min(Q_i, P_j) = 0.5*(Q+P-|Q-P|)
-        u -= t
-    else:
-        u -= 1.0  # README: max(0, Q_i + P_j - 1) = 0.5*(Q+P-1+|Q+P-1|)
-        u += np.abs(u)
-    u *= 0.5
-    # sum_ij (U - Q_i P_j) = sum U - (sum Q)(sum P); avoids one more (K, 81) array.
-    cov_bound = u.sum(axis=1) - cdf_q.sum(axis=1) * cdf_p.sum(axis=1)
+    i_idx, j_idx, mass = _coupling_cells(cdf_q, cdf_p, upper)
+    # sum_ij U(i,j) = sum over cells of mass * #{(i', j') >= (i, j)}; sum_ij Q_i P_j = sum Q * sum P.
+    sum_bound = np.einsum("ki,ki->k", mass, (_L - i_idx) * (_L - j_idx))
+    cov_bound = sum_bound - cdf_q.sum(axis=1) * cdf_p.sum(axis=1)
     phi = c / (cov_bound / (sd_q * sd_p))
-    jpdf = _rect_diff_flat(u)
-    jpdf *= phi[:, None]
-    jpdf += _outer_flat(q * (1 - phi)[:, None], p)
-    # MATLAB real(-x*log2(x)) == -x*log2|x|, also for slightly negative jpdf entries.
-    mag = np.abs(jpdf)
-    mag[mag == 0] = 1.0  # zero entries are skipped: log2(1) = 0
-    h_joint = -np.einsum("ki,ki->k", jpdf, np.log2(mag, out=mag))
+    r = 1 - phi
     h_p = _entropy_rows(p)
     h_q = _entropy_rows(q)
+    sum_p = p.sum(axis=1)
+    sum_q = q.sum(axis=1)
+    # sum_ij -(r q_i p_j) log2|r q_i p_j| = r (sum_p H(q) + sum_q H(p)) - r log2|r| sum_p sum_q.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r_log = np.where(r == 0, 0.0, r * np.log2(np.abs(r)))
+    h_product = r * (sum_p * h_q + sum_q * h_p) - r_log * sum_p * sum_q
+    # On the coupling cells replace -x log2|x| of r*q*p by that of phi*mass + r*q*p.
+    base = (r[:, None] * np.take_along_axis(q, i_idx, axis=1)) * np.take_along_axis(p, j_idx, axis=1)
+    full = phi[:, None] * mass + base
+    h_joint = h_product + _neg_xlog2x_sum(full) - _neg_xlog2x_sum(base)
     mi = h_p + h_q - h_joint
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(mi == 0, 0.0, 2 * mi / (h_p + h_q))
