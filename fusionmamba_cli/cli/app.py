@@ -10,6 +10,7 @@ import typer
 
 from fusionmamba_cli import __version__
 from fusionmamba_cli.cli import demo, fuse, info
+from fusionmamba_cli.cli import benchmark
 from fusionmamba_cli.cli.common import UsageError, console
 from fusionmamba_cli.errors import FusionMambaError
 
@@ -38,6 +39,7 @@ def _root(
 app.command("fuse")(fuse.fuse_command)
 app.command("info")(info.info_command)
 app.command("demo")(demo.demo_command)
+app.command("benchmark")(benchmark.benchmark_command)
 
 
 def main() -> None:
