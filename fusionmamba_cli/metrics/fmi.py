@@ -41,6 +41,8 @@ def sobel_edge(img: np.ndarray) -> np.ndarray:
     cutoff = 4 * np.sum(s) / s.size
     ax, ay = np.abs(gx), np.abs(gy)
     # README edge step 5: <= towards left/upper, > towards right/lower; outside neighbours pass.
+    # Of two equal maxima this keeps the right/lower one (the README's prose says left/upper,
+    # but its rule, which we follow, is what reproduces the golden FMI; mirrored, all fail).
     left_ok = np.ones_like(s, dtype=bool)
     right_ok = np.ones_like(s, dtype=bool)
     up_ok = np.ones_like(s, dtype=bool)
