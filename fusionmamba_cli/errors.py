@@ -34,3 +34,7 @@ class DataLayoutError(FusionMambaError, FileNotFoundError):
 
 class BackendUnavailableError(FusionMambaError, RuntimeError):
     """A requested compute backend that cannot run here."""
+
+
+class WeightsDownloadError(FusionMambaError, ConnectionError):
+    """Weights that could not be fetched from the Hub (no network, offline mode, server error)."""

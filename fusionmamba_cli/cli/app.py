@@ -11,6 +11,7 @@ import typer
 from fusionmamba_cli import __version__
 from fusionmamba_cli.cli import demo, fuse, info
 from fusionmamba_cli.cli import benchmark
+from fusionmamba_cli.cli import weights_cmd
 from fusionmamba_cli.cli.common import UsageError, console
 from fusionmamba_cli.errors import FusionMambaError
 
@@ -40,6 +41,9 @@ app.command("fuse")(fuse.fuse_command)
 app.command("info")(info.info_command)
 app.command("demo")(demo.demo_command)
 app.command("benchmark")(benchmark.benchmark_command)
+app.command("download-weights")(weights_cmd.download_weights_command)
+app.command("convert-weights")(weights_cmd.convert_weights_command)
+app.add_typer(weights_cmd.weights_app, name="weights")
 
 
 def main() -> None:
