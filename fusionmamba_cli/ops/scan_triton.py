@@ -35,15 +35,25 @@ import triton
 import triton.language as tl
 
 DEFAULT_CHUNK = 128
-# Launch knobs (bench/bench_scan.py --sweep explores them). `infer_tile`: time steps per tile of
-# the forward when no gradient is needed (no states saved, so it need not equal the chunk).
+# Launch knobs (bench/bench_scan.py --sweep explores them; values from an H100 sweep).
+# Forward without gradients (no states saved, so the tile need not equal the chunk): with few
+# programs (batch*K*D small against the SM count) each program's sequential walk over L is the
+# critical path, and long tiles with more warps win (1 x 256 x 16384: tile 256 / 4 warps 0.25 ms,
+# tile 64 / 1 warp 0.43 ms); with many programs the GPU is full and small one-warp programs win
+# (16 x 768 x 1024: tile 64 / 1 warp 0.38 ms, tile 256 / 4 warps 0.58 ms).
+# `infer_rules`: (max programs per SM, tile, warps), first match; `infer_tile` overrides the rule.
 _TUNING = {
-    "infer_tile": 128,
-    "infer_warps": 4,
-    "train_fwd_warps": 4,
+    "infer_tile": None,
+    "infer_rules": ((4, 256, 4), (16, 128, 2), (float("inf"), 64, 1)),
+    "fwd_warps": {16: 1, 32: 1, 64: 2, 128: 2, 256: 4, 512: 8, 1024: 8},  # by tile size
     "bwd_warps": 4,
     "prefetch": True,
     "deterministic": True,
+    "fwd_vec": True,
+    "bwd_vec": True,
+    "exact_prev": True,
+    "programs_per_sm": 8,
+    "bwd_maxnreg": None,  # register cap for the backward kernel (None: compiler's choice)
 }
 # Upper bound for the fp32 dB/dC partial buffers of the deterministic backward (both together).
 _PARTIAL_BUDGET_BYTES = 512 * 1024 * 1024
@@ -100,9 +110,9 @@ def _step_size(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.cons
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, states_ptr,
-    L, channels, per_group, n_groups, N, n_tiles,
+    L, L_row, channels, per_group, n_groups, N, n_tiles,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr,
-    N_P2: tl.constexpr, TL: tl.constexpr, PREFETCH: tl.constexpr,
+    N_P2: tl.constexpr, TL: tl.constexpr, PREFETCH: tl.constexpr, ROW_ADJ: tl.constexpr,
 ):
     c = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -123,9 +133,15 @@ def _scan_fwd_kernel(
     u_base = u_ptr + row
     delta_base = delta_ptr + row
     y_base = y_ptr + row
-    bc_off = (b * n_groups + grp) * N * L + n[:, None] * L
-    B_base = B_ptr + bc_off
-    C_base = C_ptr + bc_off
+    # B/C rows are L apart; L_row + ROW_ADJ == L. Passing L - 1 with ROW_ADJ = 1 hides L's
+    # divisibility from the compiler: no vectorised B/C loads, so each thread keeps all N states
+    # of a time step (no layout conversions, in-thread sums over N).
+    Lr = L_row + ROW_ADJ
+    # 64-bit scalar bases, 32-bit offsets inside the (N, L) slab: fewer live 64-bit registers
+    bc_row = (b * n_groups + grp) * N * Lr
+    B_base = B_ptr + bc_row
+    C_base = C_ptr + bc_row
+    nL = n[:, None] * Lr
     st_base = states_ptr + (b * channels + c) * n_tiles * N
 
     h = tl.zeros([N_P2], dtype=tl.float32)
@@ -134,8 +150,8 @@ def _scan_fwd_kernel(
         nt_mask = n_mask[:, None] & t_mask[None, :]
         u_nx = tl.load(u_base + k, mask=t_mask, other=0.0)
         d_nx = tl.load(delta_base + k, mask=t_mask, other=0.0)
-        B_nx = tl.load(B_base + k[None, :], mask=nt_mask, other=0.0)
-        C_nx = tl.load(C_base + k[None, :], mask=nt_mask, other=0.0)
+        B_nx = tl.load(B_base + (nL + k[None, :]), mask=nt_mask, other=0.0)
+        C_nx = tl.load(C_base + (nL + k[None, :]), mask=nt_mask, other=0.0)
 
     for i in range(n_tiles):
         offs = i * TL + k
@@ -150,14 +166,14 @@ def _scan_fwd_kernel(
             mm_nx = n_mask[:, None] & m_nx[None, :]
             u_nx = tl.load(u_base + offs_nx, mask=m_nx, other=0.0)
             d_nx = tl.load(delta_base + offs_nx, mask=m_nx, other=0.0)
-            B_nx = tl.load(B_base + offs_nx[None, :], mask=mm_nx, other=0.0)
-            C_nx = tl.load(C_base + offs_nx[None, :], mask=mm_nx, other=0.0)
+            B_nx = tl.load(B_base + (nL + offs_nx[None, :]), mask=mm_nx, other=0.0)
+            C_nx = tl.load(C_base + (nL + offs_nx[None, :]), mask=mm_nx, other=0.0)
         else:
             mm = n_mask[:, None] & t_mask[None, :]
             u_t = tl.load(u_base + offs, mask=t_mask, other=0.0).to(tl.float32)
             raw = tl.load(delta_base + offs, mask=t_mask, other=0.0).to(tl.float32)
-            B_t = tl.load(B_base + offs[None, :], mask=mm, other=0.0).to(tl.float32)
-            C_t = tl.load(C_base + offs[None, :], mask=mm, other=0.0).to(tl.float32)
+            B_t = tl.load(B_base + (nL + offs[None, :]), mask=mm, other=0.0).to(tl.float32)
+            C_t = tl.load(C_base + (nL + offs[None, :]), mask=mm, other=0.0).to(tl.float32)
 
         if SAVE_STATES:
             tl.store(st_base + i * N + n, h, mask=n_mask)
@@ -183,9 +199,10 @@ def _scan_fwd_kernel(
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
-    L, channels, per_group, n_groups, N, n_tiles, block_d, n_blocks,
+    L, L_row, channels, per_group, n_groups, N, n_tiles, block_d, n_blocks,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     N_P2: tl.constexpr, TL: tl.constexpr, BD_P2: tl.constexpr, ATOMIC: tl.constexpr,
+    ROW_ADJ: tl.constexpr, EXACT_PREV: tl.constexpr,
 ):
     blk = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -196,11 +213,18 @@ def _scan_bwd_kernel(
     k = tl.arange(0, TL)
     rows = tl.arange(0, BD_P2)
 
-    bc_off = (b * n_groups + grp) * N * L + n[:, None] * L
-    B_base = B_ptr + bc_off
-    C_base = C_ptr + bc_off
-    part_base = (b * n_blocks + blk) * N * L + n[:, None] * L
-    scratch = scratch_ptr + (b * n_blocks + blk) * (N_P2 * TL) + n[:, None] * TL
+    # B/C rows are L apart; L_row + ROW_ADJ == L. Passing L - 1 with ROW_ADJ = 1 hides L's
+    # divisibility from the compiler: no vectorised B/C loads, so each thread keeps all N states
+    # of a time step (no layout conversions, in-thread sums over N).
+    Lr = L_row + ROW_ADJ
+    # 64-bit scalar bases, 32-bit offsets inside the (N, L) slabs: fewer live 64-bit registers
+    bc_row = (b * n_groups + grp) * N * Lr
+    B_base = B_ptr + bc_row
+    C_base = C_ptr + bc_row
+    part_row = (b * n_blocks + blk) * N * Lr
+    nL = n[:, None] * Lr
+    scratch = scratch_ptr + (b * n_blocks + blk) * (N_P2 * TL)
+    nT = n[:, None] * TL
     last_k = k[None, :] == TL - 1
 
     g_carry = tl.zeros([BD_P2, N_P2], dtype=tl.float32)  # dL/dh at the start of the later tile
@@ -217,9 +241,9 @@ def _scan_bwd_kernel(
         m_r1 = offs_r1 < L
         mm_f = n_mask[:, None] & m_f[None, :]
         mm_r = n_mask[:, None] & m_r[None, :]
-        B_f = tl.load(B_base + offs_f[None, :], mask=mm_f, other=0.0).to(tl.float32)
-        B_r = tl.load(B_base + offs_r[None, :], mask=mm_r, other=0.0).to(tl.float32)
-        C_r = tl.load(C_base + offs_r[None, :], mask=mm_r, other=0.0).to(tl.float32)
+        B_f = tl.load(B_base + (nL + offs_f[None, :]), mask=mm_f, other=0.0).to(tl.float32)
+        B_r = tl.load(B_base + (nL + offs_r[None, :]), mask=mm_r, other=0.0).to(tl.float32)
+        C_r = tl.load(C_base + (nL + offs_r[None, :]), mask=mm_r, other=0.0).to(tl.float32)
         dB_acc = tl.zeros([N_P2, TL], dtype=tl.float32)
         dC_acc = tl.zeros([N_P2, TL], dtype=tl.float32)
 
@@ -240,9 +264,13 @@ def _scan_bwd_kernel(
             h_in = tl.load(states_ptr + ((b * channels + c) * n_tiles + i) * N + n, mask=n_mask, other=0.0)
             h_f = h_loc + cum_f * h_in[:, None]
             # 2) reverse them in time through the scratch buffer
-            tl.store(scratch + k[None, :], h_f)
+            tl.store(scratch + (nT + k[None, :]), h_f)
             tl.debug_barrier()
-            h_r = tl.load(scratch + (TL - 1 - k)[None, :])
+            h_r = tl.load(scratch + (nT + (TL - 1 - k)[None, :]))
+            if EXACT_PREV:  # h_{t-1}: one step further back; the saved state at the tile start
+                h_prev_r = tl.load(scratch + (nT + (TL - 2 - k)[None, :]), mask=(k < TL - 1)[None, :],
+                                   other=0.0)
+                h_prev_r = tl.where((k == TL - 1)[None, :], h_in[:, None], h_prev_r)
             tl.debug_barrier()
 
             # 3) adjoint recurrence, forward scan over reversed time
@@ -260,7 +288,10 @@ def _scan_bwd_kernel(
 
             # 4) gradients
             dtu = dt_r * u_r
-            h_prev = h_r - dtu[None, :] * B_r  # exp(dt A) h_{t-1}
+            if EXACT_PREV:  # exp(dt A) h_{t-1}
+                h_prev = tl.exp(dt_r[None, :] * A[:, None]) * h_prev_r
+            else:  # the same from h_t - dt u B: one exp less, but cancels when exp(dt A) << 1
+                h_prev = h_r - dtu[None, :] * B_r
             dB_acc += g * dtu[None, :]
             dC_acc += dy_r[None, :] * h_r
             du = dt_r * tl.sum(g * B_r, axis=0)
@@ -275,11 +306,11 @@ def _scan_bwd_kernel(
             tl.store(ddelta_ptr + row + offs_r, ddt, mask=m_r)
 
         if ATOMIC:  # dB, dC: (batch, K, N, L), zero-initialised, summed over blocks by atomics
-            tl.atomic_add(dB_ptr + bc_off + offs_r[None, :], dB_acc, mask=mm_r, sem="relaxed")
-            tl.atomic_add(dC_ptr + bc_off + offs_r[None, :], dC_acc, mask=mm_r, sem="relaxed")
+            tl.atomic_add(dB_ptr + bc_row + (nL + offs_r[None, :]), dB_acc, mask=mm_r, sem="relaxed")
+            tl.atomic_add(dC_ptr + bc_row + (nL + offs_r[None, :]), dC_acc, mask=mm_r, sem="relaxed")
         else:  # deterministic per-block partials (batch, K*D/BLOCK_D, N, L)
-            tl.store(dB_ptr + part_base + offs_r[None, :], dB_acc, mask=mm_r)
-            tl.store(dC_ptr + part_base + offs_r[None, :], dC_acc, mask=mm_r)
+            tl.store(dB_ptr + part_row + (nL + offs_r[None, :]), dB_acc, mask=mm_r)
+            tl.store(dC_ptr + part_row + (nL + offs_r[None, :]), dC_acc, mask=mm_r)
 
     ch = c0 + rows
     dA_ptrs = dA_ptr + (b * channels + ch[:, None]) * N + n[None, :]
@@ -301,12 +332,25 @@ def _num_sms(device: torch.device) -> int:
     return 132
 
 
+def _infer_config(programs: int, device: torch.device) -> tuple[int, int]:
+    """(tile, warps) of the gradient-free forward, from the number of programs per SM."""
+    if _TUNING["infer_tile"]:
+        tile = _check_chunk(_TUNING["infer_tile"])
+        return tile, _TUNING["fwd_warps"].get(tile, 4)
+    per_sm = programs / _num_sms(device)
+    for limit, tile, warps in _TUNING["infer_rules"]:
+        if per_sm <= limit:
+            return tile, warps
+    return 64, 1
+
+
 def _choose_block_d(batch: int, channels: int, per_group: int, n_state: int, length: int,
                     device: torch.device) -> int:
-    """Channels per backward program: as few as keep >= 2 programs per SM, more if the partials
-    would exceed the memory budget. Always a divisor of `per_group` (one group per program)."""
+    """Channels per backward program: as many as keep >= `programs_per_sm` programs per SM (fewer
+    dB/dC partials), more if the partials would exceed the memory budget. Always a divisor of
+    `per_group` (one group per program)."""
     divisors = [d for d in range(1, per_group + 1) if per_group % d == 0]
-    target = 2 * _num_sms(device)
+    target = int(_TUNING["programs_per_sm"]) * _num_sms(device)
     fitting = [d for d in divisors if batch * (channels // d) >= target]
     block = fitting[-1] if fitting else 1
     for d in divisors:
@@ -316,6 +360,10 @@ def _choose_block_d(batch: int, channels: int, per_group: int, n_state: int, len
         if 2 * batch * (channels // d) * n_state * length * 4 <= _PARTIAL_BUDGET_BYTES:
             break
     return block
+
+
+def _row_args(length: int, vectorise: bool) -> tuple[int]:
+    return (length,) if vectorise else (length - 1,)
 
 
 def _check_chunk(chunk: int) -> int:
@@ -341,8 +389,10 @@ class _SelectiveScanTriton(torch.autograd.Function):
         delta_bias = None if delta_bias is None else delta_bias.contiguous()
         chunk = _check_chunk(chunk)
         save = any(ctx.needs_input_grad[:7])
-        tile = chunk if save or explicit_chunk else int(_TUNING["infer_tile"])
-        warps = _TUNING["train_fwd_warps"] if save or explicit_chunk else _TUNING["infer_warps"]
+        if save or explicit_chunk:
+            tile, warps = chunk, _TUNING["fwd_warps"].get(chunk, 4)
+        else:
+            tile, warps = _infer_config(batch * channels, u.device)
         n_tiles = max(1, -(-length // tile))
 
         y = torch.empty_like(u)
@@ -352,10 +402,10 @@ class _SelectiveScanTriton(torch.autograd.Function):
             _scan_fwd_kernel[(channels, batch)](
                 u, delta, A, B, C,
                 u if D is None else D, u if delta_bias is None else delta_bias, y, states,
-                length, channels, per_group, n_groups, n_state, n_tiles,
+                length, *_row_args(length, _TUNING["fwd_vec"]), channels, per_group, n_groups, n_state, n_tiles,
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                 SAVE_STATES=save, N_P2=_next_pow2(n_state), TL=tile, PREFETCH=bool(_TUNING["prefetch"]),
-                num_warps=int(warps),
+                ROW_ADJ=0 if _TUNING["fwd_vec"] else 1, num_warps=int(warps),
             )
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
@@ -389,15 +439,20 @@ class _SelectiveScanTriton(torch.autograd.Function):
             dB_part = torch.empty((batch, n_blocks, n_state, length), device=dev, dtype=torch.float32)
         dC_part = torch.zeros_like(dB_part) if atomic else torch.empty_like(dB_part)
         scratch = torch.empty((batch * n_blocks * n_p2 * chunk,), device=dev, dtype=torch.float32)
+        launch = {}
+        if _TUNING["bwd_maxnreg"] and not _interpreting():
+            launch["maxnreg"] = int(_TUNING["bwd_maxnreg"])
         if length > 0 and batch > 0 and channels > 0:
             _scan_bwd_kernel[(n_blocks, batch)](
                 u, delta, A, B, C,
                 u if D is None else D, u if delta_bias is None else delta_bias, dy, states, scratch,
                 du, ddelta, dA_part, dB_part, dC_part,
-                length, channels, per_group, n_groups, n_state, n_tiles, block_d, n_blocks,
+                length, *_row_args(length, _TUNING["bwd_vec"]), channels, per_group, n_groups, n_state, n_tiles,
+                block_d, n_blocks,
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
                 N_P2=n_p2, TL=chunk, BD_P2=_next_pow2(block_d), ATOMIC=atomic,
-                num_warps=int(_TUNING["bwd_warps"]),
+                ROW_ADJ=0 if _TUNING["bwd_vec"] else 1, EXACT_PREV=bool(_TUNING["exact_prev"]), num_warps=int(_TUNING["bwd_warps"]),
+                **launch,
             )
         else:
             for t in (du, ddelta, dA_part, dB_part, dC_part):

@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Benchmark the selective-scan backends on a CUDA GPU: forward and forward+backward.
+
+Backends: torch (fusionmamba_cli.ops.scan_torch), triton (fusionmamba_cli.ops.scan_triton) and
+mamba_ssm (when `mamba_ssm.ops.selective_scan_interface.selective_scan_fn` imports).
+Shapes (batch, K*D, L, N), K = 4 directions:
+  * (1, 256, 16384, 16): mamba-ssm's reference point (0.21 ms forward on an H100), which is also
+    the compact preset (C0 = 32, K*D = 4*2*32) at level 0 of a 1024x1024 input;
+  * compact preset level 0: K*D = 256, L = (H/8)*(W/8) = 1024 (256x256) and 16384 (1024x1024);
+  * official preset level 0: C0 = 96, K*D = 768, same L;
+  each at batch 1 and 16; combinations whose estimated memory exceeds --max-gb are skipped.
+Timing: median of CUDA-event timings after warm-up (compilation included in the warm-up).
+Parity: max |y - y_torch| / max |y_torch| in fp32 (and the same for every gradient), computed on
+the first batch elements when the torch backend cannot hold the whole batch.
+
+    python3 bench/bench_scan.py --out bench.json            # table + JSON
+    python3 bench/bench_scan.py --out bench.json --sweep    # also explore the Triton launch knobs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fusionmamba_cli.ops.scan_torch import selective_scan_torch  # noqa: E402
+
+K = 4
+N_STATE = 16
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+
+
+def shape_list() -> list[dict]:
+    shapes = []
+    for preset, c0 in (("compact", 32), ("official", 96)):
+        for px, length in ((256, 1024), (1024, 16384)):
+            for batch in (1, 16):
+                label = f"{preset} {px}px b{batch}"
+                if (batch, 4 * 2 * c0, length) == (1, 256, 16384):
+                    label = "mamba ref = " + label
+                shapes.append({"label": label, "batch": batch, "channels": 4 * 2 * c0, "length": length,
+                               "n_state": N_STATE})
+    shapes.sort(key=lambda s: (s["label"][:5] != "mamba", s["channels"], s["length"], s["batch"]))
+    return shapes
+
+
+def load_backends() -> dict:
+    backends = {"torch": selective_scan_torch}
+    try:
+        from fusionmamba_cli.ops import scan_triton
+
+        if scan_triton.is_available():
+            backends["triton"] = scan_triton.selective_scan_triton
+    except Exception as exc:  # noqa: BLE001
+        print(f"triton backend unavailable: {exc!r}", file=sys.stderr)
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+
+        from fusionmamba_cli.ops.scan_mamba_ssm import selective_scan_mamba_ssm
+
+        backends["mamba_ssm"] = selective_scan_mamba_ssm
+    except Exception as exc:  # noqa: BLE001
+        print(f"mamba_ssm backend unavailable: {exc!r}", file=sys.stderr)
+    return backends
+
+
+def make_inputs(batch, channels, length, n_state, seed=0, device="cuda"):
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen, device=device)
+
+    return {
+        "u": rnd(batch, channels, length),
+        "delta": rnd(batch, channels, length) * 0.5 - 1.0,
+        "A": -torch.exp(rnd(channels, n_state) * 0.5),
+        "B": rnd(batch, K, n_state, length),
+        "C": rnd(batch, K, n_state, length),
+        "D": rnd(channels),
+        "delta_bias": rnd(channels) * 0.1,
+    }
+
+
+def call(fn, x):
+    return fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["delta_bias"], True)
+
+
+def estimate_gb(backend: str, batch, channels, length, n_state, backward: bool) -> float:
+    """Rough peak memory (GB) of one call, to skip what cannot fit."""
+    io = 4 * batch * (3 * channels + 2 * K * n_state) * length * (2 if backward else 1)
+    if backend == "torch":  # several (L, b, K, D, N) fp32 intermediates, more kept for autograd
+        big = 4 * batch * channels * n_state * length
+        return (io + big * (14 if backward else 6)) / 1e9
+    if backend == "triton" and backward:
+        return (io + min(512e6, 8 * batch * channels * n_state * length)) / 1e9
+    return io / 1e9
+
+
+def time_cuda(fn, warmup=2, iters=10, max_s=3.0) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    start_wall = time.perf_counter()
+    for _ in range(iters):
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0.record()
+        fn()
+        t1.record()
+        torch.cuda.synchronize()
+        times.append(t0.elapsed_time(t1))
+        if time.perf_counter() - start_wall > max_s and len(times) >= 3:
+            break
+    return statistics.median(times)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().float(), b.detach().float()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def run_backend(fn, x, iters):
+    """Forward and forward+backward timings (ms), peak memory (GB), output and gradients."""
+    res = {}
+    with torch.no_grad():
+        torch.cuda.reset_peak_memory_stats()
+        res["fwd_ms"] = time_cuda(lambda: call(fn, x), iters=iters)
+        res["fwd_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in x.items()}
+    dy = torch.randn_like(x["u"])
+
+    def fwd_bwd():
+        for v in leaves.values():
+            v.grad = None
+        call(fn, leaves).backward(dy)
+
+    torch.cuda.reset_peak_memory_stats()
+    res["fwd_bwd_ms"] = time_cuda(fwd_bwd, iters=iters)
+    res["fwd_bwd_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    return res
+
+
+def outputs(fn, x, grads=True):
+    leaves = {k: v.detach().clone().requires_grad_(grads) for k, v in x.items()}
+    y = call(fn, leaves)
+    if not grads:
+        return y.detach(), {}
+    y.backward(torch.ones_like(y) + 0.1 * torch.sin(torch.arange(y.numel(), device=y.device).view_as(y) * 1.0))
+    return y.detach(), {k: leaves[k].grad for k in GRAD_NAMES}
+
+
+def bench_shapes(backends, args) -> list[dict]:
+    rows = []
+    for shp in shape_list():
+        b, ch, length, n = shp["batch"], shp["channels"], shp["length"], shp["n_state"]
+        x = make_inputs(b, ch, length, n)
+        # parity reference: the torch backend on as many batch elements as fit
+        ref_batch = b
+        while ref_batch > 1 and estimate_gb("torch", ref_batch, ch, length, n, True) > args.max_gb:
+            ref_batch //= 2
+        x_ref = {k: (v[:ref_batch] if v.dim() >= 3 else v) for k, v in x.items()}
+        ref_fits = estimate_gb("torch", ref_batch, ch, length, n, True) <= args.max_gb
+        y_ref, g_ref = outputs(selective_scan_torch, x_ref) if ref_fits else (None, {})
+        for name, fn in backends.items():
+            row = {**shp, "backend": name}
+            if estimate_gb(name, b, ch, length, n, True) > args.max_gb and \
+                    estimate_gb(name, b, ch, length, n, False) > args.max_gb:
+                row["skipped"] = f"estimated > {args.max_gb} GB"
+                rows.append(row)
+                print(f"{shp['label']:<32} {name:<10} skipped", flush=True)
+                continue
+            try:
+                if estimate_gb(name, b, ch, length, n, True) <= args.max_gb:
+                    row.update(run_backend(fn, x, args.iters))
+                else:
+                    with torch.no_grad():
+                        row["fwd_ms"] = time_cuda(lambda: call(fn, x), iters=args.iters)
+                if y_ref is not None and name != "torch":
+                    y, g = outputs(fn, x_ref)
+                    row["parity_batch"] = ref_batch
+                    row["y_rel_err"] = rel_err(y, y_ref)
+                    row["grad_rel_err"] = {k: rel_err(g[k], g_ref[k]) for k in GRAD_NAMES}
+            except torch.cuda.OutOfMemoryError as exc:
+                row["error"] = f"OOM: {str(exc)[:120]}"
+            except Exception as exc:  # noqa: BLE001
+                row["error"] = repr(exc)[:300]
+            torch.cuda.empty_cache()
+            rows.append(row)
+            print(f"{shp['label']:<32} {name:<10} " + json.dumps({k: row[k] for k in row if k.endswith(
+                ("_ms", "rel_err", "error"))}), flush=True)
+            write_json(args.out, {"rows": rows})
+        del x, x_ref, y_ref, g_ref
+        torch.cuda.empty_cache()
+    return rows
+
+
+def sweep(args) -> dict:
+    """Time the Triton kernels under different launch knobs at the mamba reference shape."""
+    from fusionmamba_cli.ops import scan_triton as st
+
+    base = dict(st._TUNING)
+    out = {"forward": [], "train": []}
+    shapes = [(1, 256, 16384, 16), (16, 768, 1024, 16)]
+    # forward (no grad): (tile, warps, prefetch, vectorised B/C loads)
+    fwd_cfgs = [(64, 1, True, True), (64, 2, True, True), (128, 2, True, True), (256, 4, True, True),
+                (512, 8, True, True)]
+    # training, per shape: (chunk, bwd warps, block_d, exact h_{t-1}, bwd maxnreg)
+    train_by_shape = [
+        [(128, 4, 1, True, None), (128, 4, None, True, None), (64, 2, 1, True, None)],
+        [(128, 4, None, True, None), (128, 4, 16, True, None), (64, 2, 4, True, None)],
+    ]
+    for si, (b, ch, length, n) in enumerate(shapes):
+        x = make_inputs(b, ch, length, n)
+        for tile, warps, prefetch, vec in fwd_cfgs:
+            st._TUNING.update(base, infer_tile=tile, fwd_warps={**base["fwd_warps"], tile: warps},
+                              prefetch=prefetch, fwd_vec=vec)
+            rec = {"shape": [b, ch, length, n], "tile": tile, "warps": warps, "prefetch": prefetch, "vec": vec}
+            try:
+                with torch.no_grad():
+                    rec["fwd_ms"] = time_cuda(lambda: call(st.selective_scan_triton, x), iters=20)
+            except Exception as exc:  # noqa: BLE001
+                rec["error"] = repr(exc)[:200]
+            out["forward"].append(rec)
+            print("sweep fwd", json.dumps(rec), flush=True)
+            write_json(args.out, {"sweep": out})
+        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in x.items()}
+        dy = torch.randn_like(x["u"])
+        for chunk, bwd_warps, block_d, exact, maxnreg in train_by_shape[si]:
+            st._TUNING.update(base, bwd_warps=bwd_warps, exact_prev=exact, bwd_maxnreg=maxnreg)
+
+            def fwd_bwd():
+                for v in leaves.values():
+                    v.grad = None
+                y = st.selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
+                                             leaves["D"], leaves["delta_bias"], True, chunk=chunk, block_d=block_d)
+                y.backward(dy)
+
+            rec = {"shape": [b, ch, length, n], "chunk": chunk, "bwd_warps": bwd_warps, "block_d": block_d,
+                   "exact_prev": exact, "maxnreg": maxnreg, "fwd_warps": base["fwd_warps"].get(chunk)}
+            try:
+                rec["fwd_bwd_ms"] = time_cuda(fwd_bwd, iters=10)
+            except Exception as exc:  # noqa: BLE001
+                rec["error"] = repr(exc)[:200]
+            out["train"].append(rec)
+            print("sweep train", json.dumps(rec), flush=True)
+            write_json(args.out, {"sweep": out})
+        del x, leaves
+        torch.cuda.empty_cache()
+    st._TUNING.update(base)
+    return out
+
+
+_RESULTS: dict = {}
+
+
+def write_json(path, update):
+    _RESULTS.update(update)
+    if path:
+        Path(path).write_text(json.dumps(_RESULTS, indent=1, default=str))
+
+
+def fmt(v, spec=".3f"):
+    return "-" if v is None else format(v, spec)
+
+
+def markdown(rows) -> str:
+    lines = ["| shape (label) | batch | K*D | L | N | backend | fwd ms | fwd+bwd ms | y rel err | max grad rel err |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        gmax = max(r["grad_rel_err"].values()) if r.get("grad_rel_err") else None
+        note = r.get("skipped") or r.get("error")
+        fwd = fmt(r.get("fwd_ms")) if not note else note
+        lines.append(f"| {r['label']} | {r['batch']} | {r['channels']} | {r['length']} | {r['n_state']} | "
+                     f"{r['backend']} | {fwd} | {fmt(r.get('fwd_bwd_ms'))} | {fmt(r.get('y_rel_err'), '.1e')} | "
+                     f"{fmt(gmax, '.1e')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="bench_scan.json", help="JSON file for the results")
+    parser.add_argument("--iters", type=int, default=20, help="timed repetitions (median reported)")
+    parser.add_argument("--max-gb", type=float, default=20.0, help="skip combos estimated above this")
+    parser.add_argument("--sweep", action="store_true", help="also sweep the Triton launch knobs")
+    parser.add_argument("--sweep-only", action="store_true", help="only the knob sweep")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_scan.py needs a CUDA GPU")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    props = torch.cuda.get_device_properties(0)
+    import triton
+
+    meta = {"device": props.name, "sms": props.multi_processor_count, "torch": torch.__version__,
+            "triton": triton.__version__, "cuda": torch.version.cuda, "k_directions": K}
+    write_json(args.out, {"meta": meta})
+    print(json.dumps(meta))
+    if args.sweep or args.sweep_only:
+        sweep(args)
+        if args.sweep_only:
+            return
+    backends = load_backends()
+    rows = bench_shapes(backends, args)
+    table = markdown(rows)
+    print()
+    print(table)
+    write_json(args.out, {"rows": rows, "markdown": table})
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    main()

@@ -1,0 +1,228 @@
+"""The Triton selective scan against the sequential reference: forward and every gradient.
+
+Without a GPU the kernels run through Triton's interpreter on CPU tensors (TRITON_INTERPRET=1 must
+be set before the kernels are defined, hence the environment line before any import of triton).
+With CUDA they run compiled on the GPU.
+"""
+
+import os
+
+import torch  # importing torch does not import triton
+
+_CUDA = torch.cuda.is_available()
+if not _CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import importlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+triton = pytest.importorskip("triton", reason="triton is not installed; the Triton scan backend cannot run")
+
+from fusionmamba_cli.ops import scan_triton as st  # noqa: E402
+from fusionmamba_cli.ops.scan_reference import selective_scan_ref  # noqa: E402
+
+if not _CUDA and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+    pytest.skip("no CUDA and TRITON_INTERPRET is disabled: nothing can run the Triton kernels",
+                allow_module_level=True)
+if not _CUDA and not isinstance(st._scan_fwd_kernel, triton.runtime.interpreter.InterpretedFunction):
+    st = importlib.reload(st)  # imported earlier without the interpreter: redefine the kernels
+
+DEVICE = "cuda" if _CUDA else "cpu"
+NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+
+
+def make_inputs(batch=2, groups=4, per_group=4, n_state=16, length=37, *, dt_scale=0.5, a_max=5.0,
+                delta_shift=0.0, with_d=True, with_bias=True, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    channels = groups * per_group
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    u = rnd(batch, channels, length)
+    delta = rnd(batch, channels, length) * dt_scale + delta_shift
+    A = -(torch.rand(channels, n_state, generator=gen) * (a_max - 0.1) + 0.1)
+    B = rnd(batch, groups, n_state, length)
+    C = rnd(batch, groups, n_state, length)
+    D = rnd(channels) if with_d else None
+    bias = rnd(channels) * 0.3 if with_bias else None
+    out = {"u": u.to(dtype), "delta": delta.to(dtype), "A": A, "B": B.to(dtype), "C": C.to(dtype),
+           "D": D, "delta_bias": bias}
+    return {k: (None if v is None else v.to(DEVICE)) for k, v in out.items()}
+
+
+def reference(inputs, softplus=True):
+    """The oracle in fp64 (inputs upcast), so it is far more accurate than what it judges."""
+    args = {k: (None if v is None else v.detach().double()) for k, v in inputs.items()}
+    for v in args.values():
+        if v is not None:
+            v.requires_grad_(True)
+    y = selective_scan_ref(args["u"], args["delta"], args["A"], args["B"], args["C"], args["D"],
+                           args["delta_bias"], softplus)
+    return y, args
+
+
+def assert_close(actual, expected, name, rtol, atol_rel):
+    """|a - e| <= rtol*|e| + atol_rel*max|e| elementwise (scale-aware absolute floor)."""
+    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert torch.isfinite(actual).all(), f"{name}: non-finite values"
+    scale = expected.abs().max().item() or 1.0
+    err = (actual - expected).abs()
+    bound = rtol * expected.abs() + atol_rel * scale
+    worst = (err - bound).max().item()
+    assert worst <= 0, f"{name}: max abs err {err.max().item():.3e} (scale {scale:.3e}) exceeds tolerance"
+
+
+def check(inputs, *, softplus=True, chunk=16, block_d=None, rtol=1e-4, atol_rel=1e-5, grads=True):
+    leaves = {k: (None if v is None else v.detach().clone().requires_grad_(grads)) for k, v in inputs.items()}
+    y = st.selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
+                                 leaves["D"], leaves["delta_bias"], softplus, chunk=chunk, block_d=block_d)
+    assert y.dtype == inputs["u"].dtype and y.shape == inputs["u"].shape
+    y_ref, ref_leaves = reference(inputs, softplus)
+    assert_close(y, y_ref, "y", rtol, atol_rel)
+    if not grads:
+        return
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(123)).to(DEVICE)
+    names = [k for k in NAMES if leaves[k] is not None]
+    got = torch.autograd.grad(y, [leaves[k] for k in names], gy.to(y.dtype))
+    want = torch.autograd.grad(y_ref, [ref_leaves[k] for k in names], gy.double())
+    for name, g, w in zip(names, got, want):
+        assert g.dtype == leaves[name].dtype, f"d{name}: dtype {g.dtype} != {leaves[name].dtype}"
+        assert_close(g, w, f"d{name}", rtol, atol_rel)
+
+
+def test_is_available():
+    assert st.is_available()
+
+
+def test_ragged_length_with_d_and_bias():
+    # L = 37: two full tiles of 16 and a ragged one; two channels per backward program
+    check(make_inputs(length=37, per_group=2), chunk=16, block_d=2)
+
+
+def test_single_step():
+    check(make_inputs(length=1, per_group=2), chunk=16)
+
+
+def test_several_chunks_no_d_no_bias():
+    # L = 130 spans five tiles of 32, the last one 2 steps long
+    check(make_inputs(length=130, with_d=False, with_bias=False, per_group=1, n_state=8), chunk=32, block_d=1)
+
+
+def test_large_steps_and_strong_decay():
+    # delta ~ 10 after the softplus, A down to -50: exp(dt*A) underflows to 0 within one step
+    inputs = make_inputs(length=40, per_group=2, delta_shift=8.0, dt_scale=2.0, a_max=50.0, seed=1)
+    check(inputs, chunk=16)
+
+
+def test_softplus_extremes():
+    # raw delta both far below 0 (dt ~ e^x, tiny) and above the threshold 20 (dt = x)
+    inputs = make_inputs(length=24, per_group=2, a_max=1.0, seed=2)
+    sign = torch.where(torch.arange(24, device=DEVICE) % 2 == 0, -1.0, 1.0)
+    inputs["delta"] = (sign * 25.0 + torch.randn_like(inputs["delta"])) * 1.0
+    inputs["A"] = inputs["A"] * 0.01
+    check(inputs, chunk=8, atol_rel=2e-5)
+
+
+def test_without_softplus():
+    inputs = make_inputs(length=21, per_group=2, seed=3)
+    inputs["delta"] = inputs["delta"].abs() * 0.3
+    check(inputs, softplus=False, chunk=8)
+
+
+@pytest.mark.parametrize("n_state", [8, 5])
+def test_other_state_sizes(n_state):
+    # N = 8 (a power of two) and N = 5 (masked up to 8)
+    check(make_inputs(length=19, per_group=2, n_state=n_state, seed=4), chunk=8, block_d=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs(dtype):
+    inputs = make_inputs(length=20, per_group=2, dtype=dtype, seed=5)
+    tol = {torch.float16: (5e-3, 2e-3), torch.bfloat16: (3e-2, 1e-2)}[dtype]
+    check(inputs, chunk=8, rtol=tol[0], atol_rel=tol[1])
+
+
+def test_non_contiguous_inputs():
+    base = make_inputs(length=18, per_group=2, seed=6)
+    inputs = dict(base)
+    # same values, other memory layouts
+    inputs["u"] = base["u"].transpose(1, 2).contiguous().transpose(1, 2)
+    inputs["B"] = base["B"].permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    inputs["A"] = base["A"].t().contiguous().t()
+    assert not inputs["u"].is_contiguous() and not inputs["B"].is_contiguous()
+    check(inputs, chunk=8)
+
+
+def test_default_chunk_forward_only():
+    # the production tile size (128), no grad: no states saved
+    check(make_inputs(length=150, groups=2, per_group=2, seed=7), chunk=st.DEFAULT_CHUNK, grads=False)
+
+
+def test_inference_tile_heuristic():
+    # no gradient and no explicit chunk: the tile comes from the programs-per-SM rules
+    assert st._infer_config(256, torch.device("cpu")) == (256, 4)  # 132 SMs assumed on CPU
+    assert st._infer_config(16 * 768, torch.device("cpu")) == (64, 1)
+    inputs = make_inputs(batch=1, per_group=1, n_state=4, length=10, seed=12)
+    check(inputs, chunk=None, grads=False)
+
+
+def test_partial_requires_grad():
+    inputs = make_inputs(length=12, per_group=2, seed=8)
+    u = inputs["u"].clone().requires_grad_(True)
+    B = inputs["B"].clone().requires_grad_(True)
+    y = st.selective_scan_triton(u, inputs["delta"], inputs["A"], B, inputs["C"], inputs["D"],
+                                 inputs["delta_bias"], chunk=8)
+    y.sum().backward()
+    y_ref, ref = reference(inputs)
+    y_ref.sum().backward()
+    assert_close(u.grad, ref["u"].grad, "du", 1e-4, 1e-5)
+    assert_close(B.grad, ref["B"].grad, "dB", 1e-4, 1e-5)
+
+
+def test_block_d_must_divide_group():
+    inputs = make_inputs(length=4, per_group=2, seed=9)
+    u = inputs["u"].clone().requires_grad_(True)
+    y = st.selective_scan_triton(u, inputs["delta"], inputs["A"], inputs["B"], inputs["C"], chunk=4, block_d=3)
+    with pytest.raises(ValueError, match="block_d"):
+        y.sum().backward()
+
+
+def test_choose_block_d():
+    dev = torch.device("cpu")  # 132 SMs assumed without CUDA
+    # few channels: one channel per program
+    assert st._choose_block_d(1, 256, 64, 16, 1024, dev) == 1
+    # many programs: several channels each, always dividing the group, enough programs per SM
+    bd = st._choose_block_d(16, 768, 192, 16, 1024, dev)
+    assert bd > 1 and 192 % bd == 0 and 16 * 768 // bd >= st._TUNING["programs_per_sm"] * 132
+    # memory budget for the dB/dC partials respected when possible
+    bd = st._choose_block_d(16, 768, 192, 16, 16384, dev)
+    assert 2 * 16 * (768 // bd) * 16 * 16384 * 4 <= st._PARTIAL_BUDGET_BYTES
+
+
+@pytest.mark.skipif(not _CUDA, reason="the dispatcher only routes CUDA tensors to the triton backend")
+def test_dispatcher_routes_to_triton():
+    from fusionmamba_cli.ops.selective_scan import resolve_backend, selective_scan
+
+    assert resolve_backend("triton", DEVICE) == "triton"
+    inputs = make_inputs(length=33, per_group=2, seed=10)
+    y = selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], inputs["D"],
+                       delta_bias=inputs["delta_bias"], backend="triton")
+    y_ref, _ = reference(inputs)
+    assert_close(y, y_ref, "y", 1e-4, 1e-5)
+
+
+@pytest.mark.parametrize("knob", [{"prefetch": False}, {"deterministic": False}, {"infer_tile": 16},
+                                  {"fwd_vec": False, "bwd_vec": False}, {"exact_prev": False}])
+def test_kernel_variants(knob, monkeypatch):
+    # the non-prefetching forward, the atomic (non-deterministic) dB/dC reduction, another forward
+    # tile, and B/C row strides hidden from the compiler (other register layouts on GPU)
+    for key, value in knob.items():
+        monkeypatch.setitem(st._TUNING, key, value)
+    inputs = make_inputs(length=21, per_group=2, seed=11)
+    if "infer_tile" in knob:
+        check(inputs, chunk=None, grads=False)
+    else:
+        check(inputs, chunk=8, block_d=1)
