@@ -2,7 +2,8 @@
 
 Uses the README section 5 images (ct_mri/test/37010 and ir_vis/test/tno_17, IFCNN-MAX fused) from
 ``../shared`` next to the repo root; falls back to synthetic images of the same sizes if absent.
-Run from the repo root:  python3 bench/bench_metrics.py [--repeats 5] [--metrics EN SD ...]
+Run from the repo root:  python3 bench/bench_metrics.py [--repeats 5] [--clock wall|cpu] [--metrics EN SD ...]
+(``--clock cpu`` times process CPU seconds, which is steadier than wall time on a shared machine.)
 """
 
 from __future__ import annotations
@@ -62,14 +63,14 @@ def load_case(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     return a, b, np.maximum(a, b), "synthetic (shared data not found)"
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` in ms over ``repeats`` runs, after one warm-up call."""
+def median_ms(fn: Callable[[], object], repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median time of ``fn`` in ms over ``repeats`` runs, after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((clock() - t0) * 1e3)
     return statistics.median(times)
 
 
@@ -78,10 +79,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--metrics", nargs="*", default=list(METRICS), choices=list(METRICS))
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = parser.parse_args(argv)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     _single_thread()
 
     cases = {name: load_case(name) for name in CASES}
+    print(f"# median of {args.repeats} runs, {args.clock} clock, 1 thread, {os.cpu_count()} CPUs visible")
     for name, (_, _, _, src) in cases.items():
         print(f"# {name}: {src}")
     table: dict[str, dict[str, float]] = {}
@@ -89,7 +93,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         table[key] = {}
         for name, (a, b, f, _) in cases.items():
             a64, b64, f64 = (x.astype(np.float64) for x in (a, b, f))
-            table[key][name] = median_ms(lambda: METRICS[key](a64, b64, f64), args.repeats)
+            table[key][name] = median_ms(lambda: METRICS[key](a64, b64, f64), args.repeats, clock)
     print(f"{'metric':<10}" + "".join(f"{name:>12}" for name in CASES))
     for key, row in table.items():
         print(f"{key:<10}" + "".join(f"{row[name]:>10.1f}ms" for name in CASES))
