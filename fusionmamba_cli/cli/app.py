@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from fusionmamba_cli import __version__
-from fusionmamba_cli.cli import demo, fuse, info
-from fusionmamba_cli.cli import benchmark
+from fusionmamba_cli.cli import demo, evaluate, fuse, info, train
 from fusionmamba_cli.cli import weights_cmd
+from fusionmamba_cli.cli import benchmark
 from fusionmamba_cli.cli.common import UsageError, console
 from fusionmamba_cli.errors import FusionMambaError
 
@@ -44,6 +44,8 @@ app.command("benchmark")(benchmark.benchmark_command)
 app.command("download-weights")(weights_cmd.download_weights_command)
 app.command("convert-weights")(weights_cmd.convert_weights_command)
 app.add_typer(weights_cmd.weights_app, name="weights")
+app.command("train")(train.train_command)
+app.command("evaluate")(evaluate.evaluate_command)
 
 
 def main() -> None:

@@ -8,16 +8,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
-from fusionmamba_cli.cli.common import DeviceOpt, QuietOpt, ScanBackendOpt, TaskName, UsageError, console
+from fusionmamba_cli.cli.common import (
+    DeviceOpt,
+    QuietOpt,
+    ScanBackendOpt,
+    TaskName,
+    UsageError,
+    console,
+)
+from fusionmamba_cli.datasets import default_data_root
 from fusionmamba_cli.model import list_presets
 from fusionmamba_cli.training.losses import LossWeights
 from fusionmamba_cli.training.trainer import TrainConfig, train
-
-
-def _default_data() -> Path:
-    return Path(os.environ.get("FUSIONMAMBA_DATA", "data"))
 
 
 def train_command(
@@ -51,7 +61,7 @@ def train_command(
         weights = LossWeights.parse(loss_weights)
     except ValueError as exc:
         raise UsageError(f"--loss-weights: {exc}") from None
-    data = data or _default_data()
+    data = data or default_data_root()
     tasks = [t.value for t in task]
     if steps is None:
         if epochs is None:

@@ -15,10 +15,11 @@ import cv2
 import numpy as np
 import torch
 
+from fusionmamba_cli.datasets import list_split_pairs, split_dir
 from fusionmamba_cli.errors import DataLayoutError
 from fusionmamba_cli.imaging.colour import rgb_to_ycbcr
-from fusionmamba_cli.imaging.io import IMAGE_SUFFIXES, read_image
-from fusionmamba_cli.tasks import TASKS, get_task
+from fusionmamba_cli.imaging.io import read_image
+from fusionmamba_cli.tasks import get_task
 
 
 @dataclass
@@ -40,32 +41,10 @@ class PairSet:
         self.x2 += other.x2
 
 
-def split_dir(root: Path, task: str, split: str) -> Path:
-    """ROOT/<task>/<split>, with a clear error when it is missing."""
-    if not root.is_dir():
-        raise DataLayoutError(f"{root}: data root not found")
-    path = root / task / split
-    if not path.is_dir():
-        raise DataLayoutError(f"{path}: no such task/split folder (expected ROOT/<task>/<split>/<modality>/<name>.png)")
-    return path
-
-
 def _luma_uint8(path: Path) -> np.ndarray:
     image = read_image(path)
     pixels = rgb_to_ycbcr(image.pixels)[..., 0] if image.is_colour else image.pixels
     return np.rint(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
-
-
-def list_split_pairs(root: Path, task: str, split: str) -> list[tuple[str, Path, Path]]:
-    """(name, first, second) in the task's (user) order, for files present in both modality folders."""
-    base = split_dir(root, task, split)
-    first_mod, second_mod = TASKS[task].modalities
-    first_dir, second_dir = base / first_mod, base / second_mod
-    for folder in (first_dir, second_dir):
-        if not folder.is_dir():
-            raise DataLayoutError(f"{folder}: modality folder missing")
-    second = {p.stem: p for p in second_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    return [(p.stem, p, second[p.stem]) for p in sorted(first_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in second]
 
 
 def load_split(root: Path, task: str, split: str) -> PairSet:
