@@ -3,27 +3,34 @@
 Same contract as `scan_reference.selective_scan_ref`:
     u, delta (batch, K*D, L); A (K*D, N); B, C (batch, K, N, L); D, delta_bias (K*D,) or None.
 
-Forward: one program per (channel, batch). It walks L in tiles of CHUNK steps; inside a tile the
+Forward: one program per (channel, batch). It walks L in tiles of TL steps; inside a tile the
 recurrence h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t runs as a parallel `tl.associative_scan` over
-the (N, CHUNK) tile, and the state (N,) is carried from tile to tile in registers. The next tile's
+the (N, TL) tile, and the state (N,) is carried from tile to tile in registers. The next tile's
 inputs are loaded before the current one is computed (register double buffering). When a gradient
-is needed, the state entering every tile is saved: (batch, K*D, ceil(L/CHUNK), N) fp32, i.e.
-N/CHUNK of the size of u, never the full O(N*L) state history.
+is needed, TL = CHUNK (default 128) and the state entering every tile is saved:
+(batch, K*D, ceil(L/CHUNK), N) fp32, i.e. N/CHUNK of the size of u, never the O(N*L) history.
+Without gradients TL and the warp count follow the programs-per-SM rules in `_TUNING`.
 
 Backward: one program per (batch, block of BLOCK_D consecutive channels of one group). It walks the
 tiles in reverse; for each tile and each channel of the block it recomputes the tile's states from
 the saved entering state (forward-order scan), writes them to a small per-program scratch buffer
-and reads them back in reversed time order (Triton's `reverse=True` scan is unreliable for
+(N x CHUNK fp32) and reads them back in reversed time order, along with h_{t-1} (one step further
+back; the saved state at the tile start). Triton's `reverse=True` scan is unreliable for
 non-commutative combines, so every reverse-time quantity is loaded in reversed order and scanned
-forwards instead). The adjoint g_t = dL/dh_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1} is that forward
-scan in reversed time; its value at the tile start is carried to the previous tile. Gradients:
+forwards instead. The adjoint g_t = dL/dh_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1} is that forward
+scan over reversed time; its value at the tile start is carried to the previous tile. Gradients:
     du_t      = dt_t sum_n g_t B_t + D dy_t
-    ddt_t     = sum_n g_t (u_t B_t + A (h_t - dt_t u_t B_t))     [h_t - dt u B = exp(dt A) h_{t-1}]
-    dA_n      = sum_t g_t dt_t (h_t - dt_t u_t B_t)
+    ddt_t     = sum_n g_t (u_t B_t + A exp(dt_t A) h_{t-1})      (then through softplus and bias)
+    dA_n      = sum_t g_t dt_t exp(dt_t A) h_{t-1}
     dB_t      = sum_{c in group} g_t dt_t u_t,   dC_t = sum_{c in group} dy_t h_t
+(exp(dt A) h_{t-1} is computed directly, not as h_t - dt u B, which cancels when exp(dt A) << 1.)
 dB/dC are summed over the block's channels in registers and written as deterministic per-block
-partials (batch, K*D/BLOCK_D, N, L), reduced over the blocks of each group with torch. dD and
-ddelta_bias are plain reductions done with torch.
+partials (batch, K*D/BLOCK_D, N, L), reduced over the blocks of each group with torch (BLOCK_D
+divides D and is picked so that there are enough programs and the partials stay under a memory
+budget). dD and ddelta_bias are plain reductions done with torch.
+
+All arithmetic is fp32 (fp64 inputs are computed in fp32 too); y and the gradients are returned in
+the dtypes of their inputs. N may be any size (padded to a power of two with masks).
 """
 
 from __future__ import annotations
@@ -375,7 +382,7 @@ def _check_chunk(chunk: int) -> int:
 
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk, block_d, explicit_chunk):
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk, block_d, explicit_chunk, track):
         batch, channels, length = u.shape
         n_groups, n_state = B.shape[1], A.shape[1]
         if channels % n_groups:
@@ -388,7 +395,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         D = None if D is None else D.contiguous()
         delta_bias = None if delta_bias is None else delta_bias.contiguous()
         chunk = _check_chunk(chunk)
-        save = any(ctx.needs_input_grad[:7])
+        save = track and any(ctx.needs_input_grad[:7])  # no states under torch.no_grad()
         if save or explicit_chunk:
             tile, warps = chunk, _TUNING["fwd_warps"].get(chunk, 4)
         else:
@@ -471,7 +478,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dbias = None
         if delta_bias is not None and ctx.needs_input_grad[6]:
             dbias = ddelta.sum((0, 2)).to(delta_bias.dtype)
-        return (du, ddelta.to(delta.dtype), dA, dB, dC, dD, dbias, None, None, None, None)
+        return (du, ddelta.to(delta.dtype), dA, dB, dC, dD, dbias, None, None, None, None, None)
 
 
 def selective_scan_triton(
@@ -495,8 +502,10 @@ def selective_scan_triton(
     group); None picks one from the shape and the device.
     """
     explicit = chunk is not None
+    track = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias))
     return _SelectiveScanTriton.apply(u, delta, A, B, C, D, delta_bias, delta_softplus,
-                                      DEFAULT_CHUNK if chunk is None else chunk, block_d, explicit)
+                                      DEFAULT_CHUNK if chunk is None else chunk, block_d, explicit, track)
 
 
 __all__ = ["DEFAULT_CHUNK", "is_available", "selective_scan_triton"]

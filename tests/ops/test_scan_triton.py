@@ -169,6 +169,19 @@ def test_inference_tile_heuristic():
     check(inputs, chunk=None, grads=False)
 
 
+def test_no_grad_mode_saves_no_states(monkeypatch):
+    # parameters that require grad, but inference under torch.no_grad(): the gradient-free path
+    seen = []
+    monkeypatch.setattr(st, "_infer_config", lambda programs, device: seen.append(programs) or (16, 1))
+    inputs = make_inputs(length=20, groups=2, per_group=1, n_state=4, seed=13)
+    A = inputs["A"].clone().requires_grad_(True)
+    with torch.no_grad():
+        y = st.selective_scan_triton(inputs["u"], inputs["delta"], A, inputs["B"], inputs["C"],
+                                     inputs["D"], inputs["delta_bias"])
+    assert seen == [2 * 2] and not y.requires_grad
+    assert_close(y, reference(inputs)[0], "y", 1e-4, 1e-5)
+
+
 def test_partial_requires_grad():
     inputs = make_inputs(length=12, per_group=2, seed=8)
     u = inputs["u"].clone().requires_grad_(True)
