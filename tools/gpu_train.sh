@@ -4,6 +4,7 @@
 # Usage on the GPU machine, from the repo root, with the packed training data carried in scratch/:
 #   bash tools/gpu_train.sh MINUTES RUN_SPEC [RUN_SPEC ...]
 # RUN_SPEC is  name:loss_weights:task1+task2[:extra train args, comma-separated]
+# DATA (env) overrides the packed data file (default scratch/train.npz).
 set -uo pipefail
 minutes=$1; shift
 export PYTHONPATH=$PWD
@@ -11,7 +12,7 @@ mkdir -p runs
 for spec in "$@"; do
   IFS=: read -r name weights tasks extra <<<"$spec"
   task_args=""; for t in ${tasks//+/ }; do task_args="$task_args --task $t"; done
-  python3 -m fusionmamba_cli train $task_args --data scratch/train.npz --out runs/$name \
+  python3 -m fusionmamba_cli train $task_args --data "${DATA:-scratch/train.npz}" --out runs/$name \
     --preset compact --steps 1000000 --batch-size 12 --crop 192 --loss-weights $weights \
     --time-limit "$minutes" --save-every 1000000 --log-every 50 --quiet ${extra//,/ } \
     > runs/$name.stdout 2>&1 &

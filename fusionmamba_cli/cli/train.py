@@ -38,7 +38,9 @@ def train_command(
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps in total.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", min=0.01, help="Alternative to --steps: passes over the training pairs.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 4,
-    lr: Annotated[float, typer.Option("--lr")] = 1e-4,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (paper: 1e-4).")] = 1e-4,
+    lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant or cosine (decay to 1% of --lr over --steps).")] = "constant",
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Linear warm-up steps.")] = 0,
     crop: Annotated[int, typer.Option("--crop", min=16, help="Random crop size.")] = 128,
     loss_weights: Annotated[str, typer.Option("--loss-weights", help="int,text,ssim weights, or 'paper' (1,1,10) / 'code' (10,10,1). 0 switches a term off.")] = "code",
     amp: Annotated[bool, typer.Option("--amp", help="bf16 autocast on GPU.")] = False,
@@ -55,6 +57,8 @@ def train_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Train FusionMamba without labels (intensity + texture + SSIM losses, paper section 3.6)."""
+    if lr_schedule not in ("constant", "cosine"):
+        raise UsageError(f"--lr-schedule {lr_schedule!r}: choose constant or cosine")
     if preset not in list_presets():
         raise UsageError(f"--preset {preset!r}: choose one of {', '.join(list_presets())}")
     try:
@@ -74,7 +78,7 @@ def train_command(
         crop=crop, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
         amp=amp, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
         init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,
-        time_limit_min=time_limit,
+        time_limit_min=time_limit, lr_schedule=lr_schedule, warmup_steps=warmup,
     )
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if quiet or not main_rank:

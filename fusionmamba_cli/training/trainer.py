@@ -56,6 +56,8 @@ class TrainConfig:
     device: str = "auto"
     preset_overrides: dict = field(default_factory=dict)
     time_limit_min: float | None = None
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
 
 
 class TrainingError(FusionMambaError, RuntimeError):
@@ -122,6 +124,17 @@ def _init_distributed(device_choice: str) -> tuple[_Distributed, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return _Distributed(rank, world, local_rank), device
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate for `step` (0-based): linear warm-up, then constant or cosine decay to 1% of --lr.
+    A pure function of the step, so a resumed run follows the same schedule exactly."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "cosine":
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return config.lr
 
 
 def _agree(flag: bool, ddp: _Distributed, device: torch.device) -> bool:
@@ -213,6 +226,8 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
             log({"step": step, "stopped": "time limit"})
             save_checkpoint()
             break
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
         x1, x2 = make_batch(pairs, step, config.batch_size, config.crop, config.seed, ddp.rank, ddp.world)
         x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
         with autocast:
@@ -227,7 +242,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
         window_steps += 1
         if step % config.log_every == 0 or step == config.steps:
             elapsed = time.perf_counter() - window_start
-            record = {"step": step, "loss": loss.item(), **terms, "steps_per_s": window_steps / max(elapsed, 1e-9)}
+            record = {"step": step, "loss": loss.item(), **terms, "lr": optimizer.param_groups[0]["lr"], "steps_per_s": window_steps / max(elapsed, 1e-9)}
             log(record)
             window_start, window_steps = time.perf_counter(), 0
         if val_pairs is not None and (step % config.val_every == 0 or step == config.steps) and ddp.main:
