@@ -1,15 +1,30 @@
-"""`fusionmamba fuse A B -o OUT`: files or whole directories."""
+"""`fusionmamba fuse A B -o OUT`: files or whole directories; under `torchrun` the pairs are
+sharded across the ranks (each writes its own outputs, rank 0 prints the summary)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
+from fusionmamba_cli import distributed
 from fusionmamba_cli.checkpoints import default_weights_for, load_model
 from fusionmamba_cli.cli.common import (
     DeviceOpt,
@@ -24,10 +39,18 @@ from fusionmamba_cli.cli.common import (
     resolve_device,
     task_value,
 )
+from fusionmamba_cli.errors import FusionMambaError
 from fusionmamba_cli.fusion.batch import PairOutcome, fuse_pairs, output_path_for
 from fusionmamba_cli.fusion.pairs import ImagePair, match_pairs
-from fusionmamba_cli.fusion.pipeline import DEFAULT_TILE_OVERLAP, Fuser
+from fusionmamba_cli.fusion.pipeline import (
+    DEFAULT_TILE_OVERLAP,
+    MAX_PIXELS_ENV,
+    Fuser,
+    parse_pixels,
+)
 from fusionmamba_cli.imaging.io import IMAGE_SUFFIXES
+
+EXIT_SIGPIPE = 141  # what a shell reports for a writer whose reader went away
 
 
 class Normalize(str, Enum):
@@ -35,34 +58,126 @@ class Normalize(str, Enum):
     minmax = "minmax"
 
 
+class _StdoutClosed(Exception):
+    """The reader of --json output went away (e.g. `| head`)."""
+
+
+_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {0x7F: "\\x7f"}
+
+
+def printable(text: object) -> str:
+    """One safe terminal line: undecodable file-name bytes and control characters escaped."""
+    value = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value.translate(_CONTROL)
+
+
+def _usage(message: object) -> UsageError:
+    """A usage error whose text prints literally (the app prints it as Rich markup)."""
+    return UsageError(escape(printable(message)))
+
+
+def _say(message: str) -> None:
+    """Print a line of our own markup, where only the values were escaped by the caller."""
+    console.print(message)
+
+
+def _error_line(text: object) -> None:
+    _say(f"[red]error:[/red] {escape(printable(text))}")
+
+
+def _missing(path: Path) -> str:
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as exc:
+            return f"{path}: {'symbolic link loop' if exc.errno == 40 else 'broken symbolic link'}"
+    return f"{path}: no such file or directory"
+
+
+def _check_writable(directory: Path) -> None:
+    """Refuse up front an output folder we cannot write (read-only file system, permissions): one
+    error instead of one failure per pair."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fusionmamba-probe.", suffix=".part", dir=directory)
+    except OSError as exc:
+        raise _usage(f"{directory}: output directory is not writable ({exc.strerror or exc})") from None
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+
+
 def _plan(first: Path, second: Path, output: Path, ext: str | None) -> tuple[list[tuple[ImagePair, Path]], list[Path], bool]:
     """(pair, output) items, unmatched files, and whether this is directory mode."""
-    if not first.exists():
-        raise UsageError(f"{first}: no such file or directory")
-    if not second.exists():
-        raise UsageError(f"{second}: no such file or directory")
+    for source in (first, second):
+        if not source.exists():
+            raise _usage(_missing(source))
     if first.is_dir() != second.is_dir():
-        raise UsageError(f"{first} and {second}: give two files or two directories, not one of each")
+        raise _usage(f"{first} and {second}: give two files or two directories, not one of each")
     if not first.is_dir():
         if output.is_dir():
-            raise UsageError(f"{output}: is a directory; give an output file name for a single pair")
+            raise _usage(f"{output}: is a directory; give an output file name for a single pair")
         if output.suffix.lower() not in IMAGE_SUFFIXES:
-            raise UsageError(f"{output}: unsupported output format (use {', '.join(IMAGE_SUFFIXES)})")
+            raise _usage(f"{output}: unsupported output format (use {', '.join(IMAGE_SUFFIXES)})")
+        parent = output.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _usage(f"{parent}: cannot create output directory ({exc.strerror or exc})") from None
+        _check_writable(parent)
         return [(ImagePair(output.stem, first, second), output)], [], False
     suffix = "." + (ext or "png").lower().lstrip(".")
     if suffix not in IMAGE_SUFFIXES:
-        raise UsageError(f"--ext {ext}: unsupported output format (use {', '.join(IMAGE_SUFFIXES)})")
+        raise _usage(f"--ext {ext}: unsupported output format (use {', '.join(IMAGE_SUFFIXES)})")
     if output.exists() and not output.is_dir():
-        raise UsageError(f"{output}: exists and is not a directory")
+        raise _usage(f"{output}: exists and is not a directory")
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"{output}: cannot create output directory ({exc.strerror})") from None
-    pairs, unmatched = match_pairs(first, second)
+        raise _usage(f"{output}: cannot create output directory ({exc.strerror or exc})") from None
+    _check_writable(output)
+    try:
+        pairs, unmatched = match_pairs(first, second)
+    except OSError as exc:
+        raise _usage(f"{exc.filename or first}: cannot list directory ({exc.strerror or exc})") from None
     items = []
     for pair in pairs:
-        items.append((pair, output_path_for(pair, output, suffix)))
+        try:
+            items.append((pair, output_path_for(pair, output, suffix)))
+        except FusionMambaError as exc:  # cannot happen for names read from a directory; be safe
+            raise _usage(str(exc)) from None
     return items, unmatched, True
+
+
+def _max_pixels(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        pixels = parse_pixels(value)
+    except ValueError:
+        raise _usage(f"--max-pixels {value}: not a pixel count (e.g. 4000000, 4M or 2048x2048)") from None
+    if pixels < 1:
+        raise _usage(f"--max-pixels {value}: must be positive")
+    return pixels
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (e.g. from torchrun when another rank fails, or `kill`) unwinds like Ctrl-C, so the
+    temp file of a write in progress is removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def fuse_command(
@@ -77,37 +192,101 @@ def fuse_command(
     resize: Annotated[bool, typer.Option("--resize", help="Resize the smaller source to the larger when sizes differ.")] = False,
     normalize: Annotated[Normalize, typer.Option("--normalize", help="minmax: stretch each output to [0, 1] like the authors' test script.")] = Normalize.none,
     ext: Annotated[str | None, typer.Option("--ext", help="Output format for directories (png, jpg, tif, bmp). Default png.")] = None,
-    tile: Annotated[int | None, typer.Option("--tile", min=32, help="Fuse in tiles of this size (default: automatic above the pixel budget).")] = None,
+    tile: Annotated[int | None, typer.Option("--tile", min=32, help="Fuse images larger than this in tiles of this size (default: automatic above --max-pixels).")] = None,
     tile_overlap: Annotated[int, typer.Option("--tile-overlap", min=0, help="Tile overlap in pixels, blended.")] = DEFAULT_TILE_OVERLAP,
+    max_pixels: Annotated[
+        str | None,
+        typer.Option(
+            "--max-pixels",
+            help=f"Pixel budget per network call: larger images are tiled (e.g. 4M, 2048x2048). Default: ${MAX_PIXELS_ENV}, else worked out from the model and the device's memory.",
+            show_default=False,
+        ),
+    ] = None,
     scan_backend: ScanBackendOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> int:
-    """Fuse a registered pair, or every pair of two directories matched by file stem."""
+    """Fuse a registered pair, or every pair of two directories matched by file stem.
+
+    Under `torchrun --nproc-per-node N -m fusionmamba_cli fuse ...` the pairs are split across the N
+    processes (one GPU each on a CUDA machine); rank 0 prints the summary.
+    """
     apply_scan_backend(scan_backend)
+    pixels_budget = _max_pixels(max_pixels)
+    _, world, local_rank = distributed.env_ranks()
     dev = resolve_device(device)
-    items, unmatched, directory_mode = _plan(first, second, output, ext)
-    name = weights or default_weights_for(task_value(task))
+    if world > 1 and dev.type == "cuda" and device.strip().lower() in ("auto", "cuda"):
+        dev = resolve_device(f"cuda:{local_rank}")
+    rank, world, _ = distributed.init_distributed(backend="nccl" if dev.type == "cuda" else "gloo")
+    try:
+        with _terminate_as_interrupt():
+            return _fuse(
+                first, second, output, task_value(task), weights, dev, batch_size, overwrite, resize,
+                normalize.value, ext, tile, tile_overlap, pixels_budget, json_output, quiet, rank, world,
+            )
+    finally:
+        distributed.cleanup()
+
+
+def _fuse(first, second, output, task, weights, dev, batch_size, overwrite, resize, normalize, ext, tile,
+          tile_overlap, pixels_budget, json_output, quiet, rank, world) -> int:
+    main = rank == 0
+    # Rank 0 lists the folders and every rank gets that one list, so shards never overlap or miss.
+    plan: tuple | UsageError | None = None
+    if main:
+        try:
+            plan = _plan(first, second, output, ext)
+        except UsageError as exc:
+            plan = exc
+    plan = distributed.broadcast_from_rank0(plan)
+    if isinstance(plan, UsageError):
+        if main:
+            raise plan
+        sys.exit(2)  # rank 0 prints the error
+    items, unmatched, directory_mode = plan
+    mine = distributed.shard(items, rank, world)
+    name = weights or default_weights_for(task)
     model = load_model(name, device=dev)
-    fuser = Fuser(model, task=task_value(task), device=dev, normalize=normalize.value, tile=tile, tile_overlap=tile_overlap)
-    show = not quiet and not json_output
-    if unmatched and not json_output:
-        listed = ", ".join(p.name for p in unmatched[:10]) + (" ..." if len(unmatched) > 10 else "")
-        console.print(f"[yellow]warning:[/yellow] {len(unmatched)} file(s) without a partner: {listed}")
-    if directory_mode and not items:
-        console.print(f"[yellow]warning:[/yellow] no matching pairs in {first} and {second}")
-    outcomes = _run(fuser, items, overwrite, resize, batch_size, json_output, show and directory_mode)
-    return _report(outcomes, json_output, quiet)
+    try:
+        fuser = Fuser(model, task=task, device=dev, normalize=normalize, tile=tile, tile_overlap=tile_overlap, max_pixels=pixels_budget)
+    except ValueError as exc:  # a bad FUSIONMAMBA_MAX_PIXELS
+        raise _usage(str(exc)) from None
+    show = not quiet and not json_output and main
+    if main and unmatched and not json_output:
+        listed = ", ".join(printable(p.name) for p in unmatched[:10]) + (" ..." if len(unmatched) > 10 else "")
+        _say(f"[yellow]warning:[/yellow] {len(unmatched)} file(s) without a partner: {escape(listed)}")
+    if main and directory_mode and not items:
+        _say(f"[yellow]warning:[/yellow] no matching pairs in {escape(printable(first))} and {escape(printable(second))}")
+    label = "fusing" if world == 1 else f"fusing (rank 0 of {world})"
+    try:
+        outcomes = _run(fuser, mine, overwrite, resize, batch_size, json_output, show and directory_mode, label)
+    except _StdoutClosed:
+        return EXIT_SIGPIPE
+    gathered = distributed.gather_to_rank0(outcomes)
+    code = 0
+    if main:
+        everything = [o for part in gathered for o in part]
+        if world > 1:  # back to the listing's order
+            order = {out: i for i, (_, out) in enumerate(items)}
+            everything.sort(key=lambda o: order.get(o.output, len(order)))
+        code = _report(everything, json_output, quiet)
+    return distributed.broadcast_from_rank0(code)
 
 
-def _run(fuser, items, overwrite, resize, batch_size, json_output, progress_bar) -> list[PairOutcome]:
+def _run(fuser, items, overwrite, resize, batch_size, json_output, progress_bar, label="fusing") -> list[PairOutcome]:
     def emit(outcome: PairOutcome) -> None:
         if json_output:
-            typer.echo(json.dumps(outcome.to_json()))
+            try:
+                sys.stdout.write(json.dumps(outcome.to_json()) + "\n")
+                sys.stdout.flush()  # one write per line: lines of parallel ranks do not mix
+            except BrokenPipeError:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())  # no second error when Python exits
+                raise _StdoutClosed from None
 
     if not progress_bar:
         return fuse_pairs(fuser, items, overwrite=overwrite, resize=resize, batch_size=batch_size, on_outcome=emit)
-    columns = (TextColumn("fusing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task("fuse", total=len(items))
 
@@ -119,24 +298,23 @@ def _run(fuser, items, overwrite, resize, batch_size, json_output, progress_bar)
 
 
 def _report(outcomes: list[PairOutcome], json_output: bool, quiet: bool) -> int:
-    """Summary on stderr; exit 1 when any pair failed."""
+    """Notes, one line per failed pair and the summary on stderr; exit 1 when any pair failed."""
     failed = [o for o in outcomes if o.status == "failed"]
     done = sum(o.status == "ok" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
     if not json_output:
-        for o in outcomes:
-            if o.status == "failed":
-                continue
-            for note in o.notes:
-                if not quiet and o.status == "ok":
-                    console.print(f"[dim]note:[/dim] {o.name}: {note}")
+        if not quiet:
+            for o in outcomes:
+                if o.status == "ok":
+                    for note in o.notes:
+                        _say(f"[dim]note:[/dim] {escape(printable(o.name))}: {escape(printable(note))}")
         for o in failed:
-            console.print(f"[red]error:[/red] {o.error}" if o.error and o.name in o.error else f"[red]error:[/red] {o.name}: {o.error}")
+            _error_line(o.error or f"{o.name}: failed")
         if not quiet:
             summary = f"{done} fused, {skipped} skipped (exist), {len(failed)} failed"
             if len(outcomes) == 1 and done == 1:
-                summary = f"wrote {outcomes[0].output} ({outcomes[0].seconds:.2f} s)"
+                summary = f"wrote {printable(outcomes[0].output)} ({outcomes[0].seconds:.2f} s)"
             elif len(outcomes) == 1 and skipped == 1:
-                summary = f"{outcomes[0].output} exists; skipped (use --overwrite)"
-            console.print(summary)
+                summary = f"{printable(outcomes[0].output)} exists; skipped (use --overwrite)"
+            _say(escape(summary))
     return 1 if failed else 0

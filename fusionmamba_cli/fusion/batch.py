@@ -3,6 +3,7 @@ a failed pair never stops the batch, shardable across distributed ranks."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,26 +36,39 @@ class PairOutcome:
 
 
 def output_path_for(pair: ImagePair, out_dir: Path, suffix: str) -> Path:
-    """`out_dir/<name><suffix>`, refusing names that would escape `out_dir` (e.g. '../x')."""
-    candidate = (out_dir / f"{pair.name}{suffix}").resolve()
-    if candidate.parent != out_dir.resolve() or pair.name in ("", ".", ".."):
-        raise ImageWriteError(f"{pair.name!r}: output name escapes the output directory")
-    return out_dir / f"{pair.name}{suffix}"
+    """`out_dir/<name><suffix>`, refusing names that would escape `out_dir` (e.g. '../x', '/x')."""
+    name = pair.name
+    if (
+        name in ("", ".", "..")
+        or os.sep in name
+        or (os.altsep and os.altsep in name)
+        or "\0" in name
+        or Path(name).name != name
+    ):
+        raise ImageWriteError(f"{name!r}: output name escapes the output directory")
+    return out_dir / f"{name}{suffix}"
 
 
 def _same_file(a: Path, b: Path) -> bool:
     try:
-        return a.exists() and b.exists() and a.resolve() == b.resolve()
-    except OSError:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
         return False
 
 
-def _error_text(exc: BaseException) -> str:
+def _error_text(exc: BaseException, *paths: Path) -> str:
+    """One line that starts with a file path: the error's own, else the pair's files."""
     if isinstance(exc, FusionMambaError):
-        return str(exc)
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return "out of memory (try --tile 512 or a smaller --batch-size)"
-    return f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+        text = str(exc)
+    elif isinstance(exc, MemoryError) or any(s in str(exc).lower() for s in ("out of memory", "not enough memory")):
+        text = "out of memory (try a smaller --max-pixels or --tile, or --batch-size 1)"
+    else:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = f"{exc.__class__.__name__}: {first_line}" if first_line else exc.__class__.__name__
+    text = " ".join(text.splitlines())
+    if paths and not any(text.startswith(str(p)) for p in paths):
+        text = f"{', '.join(str(p) for p in paths)}: {text}"
+    return text
 
 
 def _load_pair(pair: ImagePair, resize: bool, names: tuple[str, str]) -> tuple[LoadedImage, LoadedImage]:
@@ -71,7 +85,12 @@ def fuse_pairs(
     batch_size: int = 1,
     on_outcome: Callable[[PairOutcome], None] | None = None,
 ) -> list[PairOutcome]:
-    """Fuse (pair, output path) items; same-size pairs go through the network `batch_size` at a time."""
+    """Fuse (pair, output path) items; same-size pairs go through the network `batch_size` at a time.
+
+    Never raises for a bad pair: each failure becomes a "failed" outcome whose error starts with a
+    file path, and the batch goes on. A network batch holds at most `fuser.max_pixels` pixels, so
+    memory stays bounded whatever `batch_size` is (large images go alone, tiled).
+    """
     outcomes: list[PairOutcome] = []
 
     def report(outcome: PairOutcome) -> None:
@@ -96,35 +115,44 @@ def fuse_pairs(
                     flush()
                 return
             pair, out, _, _, read_s = pending[0]
-            report(PairOutcome(pair.name, out, "failed", read_s + time.perf_counter() - start, _error_text(exc)))
+            error = _error_text(exc, pair.first, pair.second)
+            report(PairOutcome(pair.name, out, "failed", read_s + time.perf_counter() - start, error))
             pending.clear()
             return
         share = (time.perf_counter() - start) / len(pending)
-        for (pair, out, _, _, read_s), image in zip(pending, fused):
+        done = list(zip(pending, fused))
+        pending.clear()  # before writing: an interrupt must not leave items to be written twice
+        for (pair, out, _, _, read_s), image in done:
             t0 = time.perf_counter()
             try:
                 write_image(out, image.pixels, image.bit_depth)
                 report(PairOutcome(pair.name, out, "ok", read_s + share + time.perf_counter() - t0, notes=image.notes))
             except Exception as exc:  # noqa: BLE001
-                report(PairOutcome(pair.name, out, "failed", read_s + share, _error_text(exc)))
-        pending.clear()
+                report(PairOutcome(pair.name, out, "failed", read_s + share, _error_text(exc, out)))
+
+    def pixels_of(item: tuple) -> int:
+        return fuser.padded_pixels(*item[2].size_hw)
 
     for pair, out in pairs:
         start = time.perf_counter()
-        if _same_file(out, pair.first) or _same_file(out, pair.second):
-            report(PairOutcome(pair.name, out, "failed", 0.0, f"{out}: output would overwrite an input"))
-            continue
-        if out.exists() and not overwrite:
-            report(PairOutcome(pair.name, out, "skipped", 0.0, notes=["output exists (use --overwrite)"]))
-            continue
         try:
+            if _same_file(out, pair.first) or _same_file(out, pair.second):
+                report(PairOutcome(pair.name, out, "failed", 0.0, f"{out}: output would overwrite an input"))
+                continue
+            if not overwrite and out.exists():
+                report(PairOutcome(pair.name, out, "skipped", 0.0, notes=["output exists (use --overwrite)"]))
+                continue
             first, second = _load_pair(pair, resize, fuser.task.modalities)
         except Exception as exc:  # noqa: BLE001
-            report(PairOutcome(pair.name, out, "failed", time.perf_counter() - start, _error_text(exc)))
+            report(PairOutcome(pair.name, out, "failed", time.perf_counter() - start, _error_text(exc, pair.first, pair.second)))
             continue
-        if pending and pending[0][2].size_hw != first.size_hw:
+        item = (pair, out, first, second, time.perf_counter() - start)
+        if pending and (
+            pending[0][2].size_hw != first.size_hw
+            or sum(map(pixels_of, pending)) + pixels_of(item) > fuser.max_pixels
+        ):
             flush()
-        pending.append((pair, out, first, second, time.perf_counter() - start))
+        pending.append(item)
         if len(pending) >= batch_size:
             flush()
     flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusionmamba_cli.imaging.io import IMAGE_SUFFIXES
+from fusionmamba_cli.imaging.io import INPUT_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ def _images_by_stem(directory: Path) -> tuple[dict[str, Path], list[Path]]:
     by_stem: dict[str, Path] = {}
     duplicates: list[Path] = []
     for path in sorted(directory.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+        if path.suffix.lower() not in INPUT_SUFFIXES or path.name.startswith("."):
             continue
         if path.stem in by_stem:
             duplicates.append(path)

@@ -3,6 +3,8 @@ input order, native resolution (optionally tiled), clamping and optional min-max
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 
 import cv2
@@ -17,10 +19,65 @@ from fusionmamba_cli.model import FusionMamba
 from fusionmamba_cli.tasks import Task, get_task
 
 NORMALIZE_MODES = ("none", "minmax")
-# Above this many pixels per image, fuse in tiles (bounded memory; ~6 GB peak for `compact` on CPU).
-DEFAULT_MAX_PIXELS = 2048 * 2048
-DEFAULT_TILE = 1024
+# Images whose (padded) pixel count exceeds the budget are fused in overlapping tiles, so memory
+# stays bounded for any image size. The default budget is worked out from the network's width and
+# the memory of the device; `--max-pixels` or FUSIONMAMBA_MAX_PIXELS pin it.
+MAX_PIXELS_ENV = "FUSIONMAMBA_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 2048 * 2048  # when the machine's memory cannot be read
+DEFAULT_TILE = 1024  # largest automatic tile side (multiple of every preset's size multiple)
 DEFAULT_TILE_OVERLAP = 64
+# Measured peak inference memory (float32, torch scan, CPU) per padded input pixel and per channel
+# of the first level (dims[0]): compact (16) ~1.1 kB/px, compact-large (32) ~2.2 kB, official (96)
+# ~6.7 kB. Rounded up for safety.
+BYTES_PER_PIXEL_PER_CHANNEL = 80
+CPU_MEMORY_FRACTION = 0.25  # of physical RAM, shared between local distributed ranks
+CUDA_MEMORY_FRACTION = 0.5  # of the GPU's memory
+MIN_MAX_PIXELS = 64 * 64
+
+
+def estimated_bytes_per_pixel(model: FusionMamba) -> float:
+    """Rough peak inference memory per padded input pixel (what the budget divides)."""
+    dtype_scale = next(model.parameters()).element_size() / 4
+    return BYTES_PER_PIXEL_PER_CHANNEL * model.config.dims[0] * max(dtype_scale, 0.5)
+
+
+def _memory_budget_bytes(device: torch.device) -> int | None:
+    """A deterministic share of the device's total memory (not of what is free right now, which
+    changes from run to run and would make tiling, hence outputs, vary)."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return int(total * CUDA_MEMORY_FRACTION)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return int(total * CPU_MEMORY_FRACTION / local_ranks)
+
+
+def parse_pixels(text: str) -> int:
+    """'4000000', '4M', '2048x2048' -> pixels (ValueError when not one of those)."""
+    value = text.strip().lower().replace("_", "")
+    if "x" in value:
+        height, width = value.split("x", 1)
+        return int(height) * int(width)
+    scale = {"k": 1000, "m": 1000**2, "g": 1000**3}.get(value[-1:], 1)
+    number = float(value[:-1]) if scale > 1 else int(value)
+    return int(number * scale)
+
+
+def default_max_pixels(model: FusionMamba, device: torch.device | str) -> int:
+    """The pixel budget: FUSIONMAMBA_MAX_PIXELS if set, else memory budget / bytes per pixel."""
+    env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if env:
+        try:
+            return max(MIN_MAX_PIXELS, parse_pixels(env))
+        except ValueError:
+            raise ValueError(f"{MAX_PIXELS_ENV}={env!r}: not a pixel count (e.g. 4000000, 4M or 2048x2048)") from None
+    budget = _memory_budget_bytes(torch.device(device))
+    if budget is None:
+        return DEFAULT_MAX_PIXELS
+    return max(MIN_MAX_PIXELS, int(budget / estimated_bytes_per_pixel(model)))
 
 
 @dataclass
@@ -78,34 +135,63 @@ class Fuser:
         normalize: str = "none",
         tile: int | None = None,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = None,
     ) -> None:
+        """`tile`: always tile images larger than this; else tile automatically above `max_pixels`
+        (padded pixels per network call; None: `default_max_pixels`)."""
         if normalize not in NORMALIZE_MODES:
             raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+        if tile is not None and tile < 1:
+            raise ValueError(f"tile must be a positive size, got {tile}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.task = task if isinstance(task, Task) else get_task(task)
         self.normalize = normalize
-        self.tile, self.tile_overlap, self.max_pixels = tile, tile_overlap, max_pixels
+        self.tile, self.tile_overlap = tile, max(0, tile_overlap)
+        self.max_pixels = max(1, max_pixels) if max_pixels is not None else default_max_pixels(self.model, self.device)
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def padded_pixels(self, height: int, width: int) -> int:
+        """Pixels the network really processes for an image: sides padded to its size multiple."""
+        multiple = self.model.size_multiple
+        return (-(-height // multiple) * multiple) * (-(-width // multiple) * multiple)
+
+    def auto_tile(self) -> int:
+        """Largest tile side within the budget: a multiple of the network's size multiple, at most
+        DEFAULT_TILE, at least one multiple."""
+        multiple = self.model.size_multiple
+        side = math.isqrt(self.max_pixels) // multiple * multiple
+        return max(multiple, min(DEFAULT_TILE, side))
+
+    def plan_tile(self, batch: int, height: int, width: int) -> int | None:
+        """The tile side the network call for a (batch, height, width) input will use, or None."""
+        tile = self.tile
+        if tile is None and batch * self.padded_pixels(height, width) > self.max_pixels:
+            tile = self.auto_tile()
+        if tile is not None and (height > tile or width > tile):
+            return tile
+        return None
+
     def _network(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """The model on (B, 1, H, W) batches, tiled when asked or when the image is over budget."""
-        height, width = x1.shape[-2:]
-        tile = self.tile
-        if tile is None and height * width > self.max_pixels:
-            tile = DEFAULT_TILE
-        if tile is not None and (height > tile or width > tile):
-            return fuse_tiled(self.model, x1, x2, tile, min(self.tile_overlap, tile // 2))
-        return self.model(x1, x2)
+        batch, _, height, width = x1.shape
+        tile = self.plan_tile(batch, height, width)
+        if tile is None:
+            return self.model(x1, x2)
+        if batch > 1 and self.plan_tile(1, height, width) is None:
+            # over budget only as a batch: one image at a time, untiled (same result as unbatched)
+            return torch.cat([self.model(x1[i : i + 1], x2[i : i + 1]) for i in range(batch)])
+        if batch > 1:
+            return torch.cat([self._network(x1[i : i + 1], x2[i : i + 1]) for i in range(batch)])
+        return fuse_tiled(self.model, x1, x2, tile, min(self.tile_overlap, tile // 2))
 
     @torch.inference_mode()
     def fuse_luma(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Fuse stacks of grey images (B, H, W) in [0, 1], user order -> (B, H, W) in [0, 1]."""
-        to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self.dtype)[:, None]  # noqa: E731
+        to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self.dtype)[:, None]
         x1, x2 = self.task.to_network_order(to_tensor(first), to_tensor(second))
         fused = self._network(x1, x2).float().clamp_(0.0, 1.0)
         if self.normalize == "minmax":
