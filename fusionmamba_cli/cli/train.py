@@ -52,6 +52,7 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
     init: Annotated[str | None, typer.Option("--init", help="Start from these weights (fine-tuning).")] = None,
     time_limit: Annotated[float | None, typer.Option("--time-limit", min=0.01, help="Stop (with a checkpoint) after this many minutes; --resume continues.")] = None,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic GPU kernels (slower), for bit-reproducible runs.")] = False,
     device: DeviceOpt = "auto",
     scan_backend: ScanBackendOpt = None,
     quiet: QuietOpt = False,
@@ -78,7 +79,7 @@ def train_command(
         crop=crop, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
         amp=amp, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
         init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,
-        time_limit_min=time_limit, lr_schedule=lr_schedule, warmup_steps=warmup,
+        time_limit_min=time_limit, lr_schedule=lr_schedule, warmup_steps=warmup, deterministic=deterministic,
     )
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if quiet or not main_rank:

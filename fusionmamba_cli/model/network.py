@@ -98,6 +98,13 @@ class FusionMamba(nn.Module):
     def size_multiple(self) -> int:
         return self.config.size_multiple
 
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """Parameters that never reach the output (kept for checkpoint compatibility): level 0's
+        fusion block, whose output the authors discard, and DFEM's declared-but-unused conv."""
+        unused = list(self.Cross_block[0].parameters())
+        unused += [p for name, p in self.named_parameters() if ".Diff_enhance." in name]
+        return unused
+
     def set_scan_backend(self, backend: str | None) -> None:
         """Force one scan backend for every SSM in the network (None: dispatcher's choice)."""
         for module in self.modules():

@@ -58,6 +58,7 @@ class TrainConfig:
     time_limit_min: float | None = None
     lr_schedule: str = "constant"
     warmup_steps: int = 0
+    deterministic: bool = False
 
 
 class TrainingError(FusionMambaError, RuntimeError):
@@ -175,6 +176,10 @@ def _validate(model: FusionMamba, pairs: PairSet, device: torch.device, limit: i
 
 def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> dict:
     """Run (or resume) a training; returns the final log record. Rank 0 writes everything."""
+    if config.deterministic:  # bit-reproducible GPU runs, at some speed cost
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     ddp, device = _init_distributed(config.device)
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
@@ -187,7 +192,9 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     val_pairs = load_pairs(Path(config.data), config.tasks, config.val_split) if config.val_split else None
 
     model = _build(config).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    for param in model.unused_parameters():  # never get a gradient; DDP requires them frozen
+        param.requires_grad_(False)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     step = 0
     if resume:
         if not checkpoint_path.is_file():

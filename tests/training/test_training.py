@@ -1,0 +1,125 @@
+"""Training: losses, exact resume, fine-tuning start, data sampling, and 2-process DDP (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fusionmamba_cli.training.data import batch_indices, load_pairs, make_batch, pack_splits
+from fusionmamba_cli.training.losses import LossWeights, fusion_loss, ssim
+from fusionmamba_cli.training.trainer import TrainConfig, learning_rate, train
+from tests.conftest import REPO, smooth_image
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """A ct_mri train split of four 48x40 pairs and a gfp_pc one of two (GFP in colour)."""
+    root = tmp_path_factory.mktemp("data")
+    for i in range(4):
+        for modality, seed in (("ct", i), ("mri", 50 + i)):
+            folder = root / "ct_mri/train" / modality
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((smooth_image(48, 40, seed) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    for i in range(2):
+        (root / "gfp_pc/train/gfp").mkdir(parents=True, exist_ok=True)
+        (root / "gfp_pc/train/pc").mkdir(parents=True, exist_ok=True)
+        Image.fromarray((smooth_image(40, 40, 90 + i, channels=3) * 255).astype(np.uint8)).save(root / f"gfp_pc/train/gfp/g{i}.png")
+        Image.fromarray((smooth_image(40, 40, 95 + i) * 255).astype(np.uint8)).save(root / f"gfp_pc/train/pc/g{i}.png")
+    return root
+
+
+def _config(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data), tasks=["ct_mri"], out=str(out), preset="micro", steps=6, batch_size=2, crop=32, log_every=1, save_every=3, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _losses(out: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_loss_terms_and_ablation_switches():
+    x = torch.rand(2, 1, 24, 24)
+    assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-6)
+    total, terms = fusion_loss(torch.maximum(x, x.flip(0)), x, x.flip(0), LossWeights(1, 1, 1))
+    assert terms["int"] == pytest.approx(0.0, abs=1e-7) and set(terms) == {"int", "text", "ssim"}
+    _, only_text = fusion_loss(x, x, x, LossWeights(0, 1, 0))
+    assert set(only_text) == {"text"}
+    assert LossWeights.parse("paper") == LossWeights(1, 1, 10)
+    with pytest.raises(ValueError):
+        LossWeights.parse("1,2")
+
+
+def test_resume_continues_exactly(data_root, tmp_path):
+    straight = train(_config(data_root, tmp_path / "straight"))
+    train(_config(data_root, tmp_path / "split", steps=3))
+    resumed = train(_config(data_root, tmp_path / "split"), resume=True)
+    assert _losses(tmp_path / "straight") == _losses(tmp_path / "split")
+    assert straight["weights_digest"] == resumed["weights_digest"]
+
+
+def test_refuses_to_clobber_an_existing_run(data_root, tmp_path):
+    train(_config(data_root, tmp_path / "run", steps=2))
+    with pytest.raises(Exception, match="--resume"):
+        train(_config(data_root, tmp_path / "run", steps=4))
+
+
+def test_init_starts_from_given_weights_and_writes_final(data_root, tmp_path, micro_weights):
+    result = train(_config(data_root, tmp_path / "ft", steps=2, init=str(micro_weights), tasks=["gfp_pc"]))
+    assert result["step"] == 2 and (tmp_path / "ft/final.safetensors").is_file()
+
+
+def test_cosine_schedule_and_warmup():
+    config = TrainConfig(data="", tasks=[], out="", lr=1e-3, steps=100, lr_schedule="cosine", warmup_steps=10)
+    assert learning_rate(config, 0) == pytest.approx(1e-4)
+    assert learning_rate(config, 10) == pytest.approx(1e-3)
+    assert learning_rate(config, 99) < 2e-5
+
+
+def test_packed_data_matches_folder_data(data_root, tmp_path):
+    pack_splits(data_root, ["ct_mri", "gfp_pc"], "train", tmp_path / "pack.npz")
+    folder = load_pairs(data_root, ["ct_mri", "gfp_pc"], "train")
+    packed = load_pairs(tmp_path / "pack.npz", ["ct_mri", "gfp_pc"], "train")
+    assert sorted(folder.names) == sorted(packed.names)
+    a = dict(zip(folder.names, folder.x1))
+    b = dict(zip(packed.names, packed.x1))
+    assert all(np.array_equal(a[name], b[name]) for name in a)
+
+
+def test_batches_depend_only_on_the_step_and_shard_by_rank(data_root):
+    pairs = load_pairs(data_root, ["ct_mri"], "train")
+    one = make_batch(pairs, 5, 2, 32, seed=1)
+    again = make_batch(pairs, 5, 2, 32, seed=1)
+    assert torch.equal(one[0], again[0]) and one[0].shape == (2, 1, 32, 32)
+    whole = batch_indices(3, 2, 4, seed=0, rank=0, world=1)
+    ranks = [batch_indices(3, 1, 4, seed=0, rank=r, world=2) for r in range(2)]
+    assert sorted(np.concatenate(ranks)) == sorted(whole)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_ddp_ranks_end_identical(data_root, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), "-m", "fusionmamba_cli", "train", "--task", "ct_mri", "--data", str(data_root),
+           "--out", str(out), "--preset", "micro", "--steps", "3", "--batch-size", "1", "--crop", "32", "--device", "cpu", "-q"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    digests = next(r["rank_weight_digests"] for r in records if "rank_weight_digests" in r)
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert (out / "final.safetensors").is_file()
