@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from fusionmamba_cli.errors import WeightsFormatError
+from fusionmamba_cli.imaging.io import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, FusionMambaConfig
 
 CONFIG_KEY = "config"
@@ -174,14 +174,7 @@ def save_weights(
     meta = {CONFIG_KEY: model.config.to_json(), "format": "pt"}
     meta.update(metadata or {})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_bytes_atomic(path, safetensors_bytes(state, metadata=meta))
     return path
 
 

@@ -6,10 +6,10 @@ existing weights, per-interval validation metrics, DistributedDataParallel under
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
 from fusionmamba_cli.errors import FusionMambaError
+from fusionmamba_cli.imaging.io import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, get_preset
 from fusionmamba_cli.training.data import PairSet, load_pairs, make_batch
 from fusionmamba_cli.training.losses import LossWeights, fusion_loss
@@ -66,14 +67,9 @@ class TrainingError(FusionMambaError, RuntimeError):
 
 
 def _atomic_torch_save(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _rng_state(device: torch.device) -> dict:
