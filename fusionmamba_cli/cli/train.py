@@ -50,7 +50,7 @@ def train_command(
     val: Annotated[str | None, typer.Option("--val", help="Split scored with a few metrics every --val-every steps (e.g. test).")] = None,
     val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
-    init: Annotated[str | None, typer.Option("--init", help="Start from these weights (fine-tuning).")] = None,
+    init: Annotated[str | None, typer.Option("--init", help="Start from these weights, a name or a file (fine-tuning).")] = None,
     time_limit: Annotated[float | None, typer.Option("--time-limit", min=0.01, help="Stop (with a checkpoint) after this many minutes; --resume continues.")] = None,
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic GPU kernels (slower), for bit-reproducible runs.")] = False,
     device: DeviceOpt = "auto",

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
+from fusionmamba_cli.checkpoints.registry import resolve_weights
 from fusionmamba_cli.errors import FusionMambaError
 from fusionmamba_cli.imaging.io import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, get_preset
@@ -145,7 +146,7 @@ def _agree(flag: bool, ddp: _Distributed, device: torch.device) -> bool:
 
 def _build(config: TrainConfig) -> FusionMamba:
     if config.init:
-        state, model_config, _ = read_checkpoint(config.init)
+        state, model_config, _ = read_checkpoint(resolve_weights(config.init))
         return build_model(state, model_config, config.init)
     torch.manual_seed(config.seed)
     return FusionMamba(get_preset(config.preset, **config.preset_overrides))
