@@ -121,4 +121,13 @@ def selective_scan(
     name = resolve_backend(backend, u.device)
     fn = _load(name)
     assert fn is not None  # resolve_backend only returns loadable backends
-    return fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name in ("reference", "torch"):
+        return fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    try:
+        return fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a GPU kernel that fails to compile or launch here
+        _loaded[name] = None  # never try it again in this process
+        warnings.warn(f"scan backend {name!r} failed ({exc.__class__.__name__}: {str(exc)[:200]}); using 'torch' instead", RuntimeWarning, stacklevel=2)
+        return _load("torch")(u, delta, A, B, C, D, delta_bias, delta_softplus)

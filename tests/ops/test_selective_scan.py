@@ -3,6 +3,8 @@ large steps; and the backend dispatcher's choices."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -104,3 +106,23 @@ def test_front_door_matches_reference():
     args = _inputs(33, dtype=torch.float32)
     ours = selective_scan(*args[:6], delta_bias=args[6], backend="torch")
     assert _rel_err(ours, selective_scan_ref(*args)) < 1e-5
+
+
+def test_backend_that_fails_at_run_time_falls_back_once(monkeypatch):
+    """A GPU kernel that fails to compile on first use: one warning, torch result, never retried."""
+    dispatch = importlib.import_module("fusionmamba_cli.ops.selective_scan")
+
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError("PTX compilation failed")
+
+    monkeypatch.setitem(dispatch._loaded, "triton", broken)
+    monkeypatch.setattr(dispatch, "resolve_backend", lambda backend, device: "triton" if dispatch._loaded["triton"] else "torch")
+    args = _inputs(9, dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match="failed"):
+        first = selective_scan(*args[:6], delta_bias=args[6], backend="triton")
+    second = selective_scan(*args[:6], delta_bias=args[6], backend="triton")
+    assert calls == [1]
+    assert torch.allclose(first, selective_scan_ref(*args), rtol=1e-5, atol=1e-6) and torch.equal(first, second)
