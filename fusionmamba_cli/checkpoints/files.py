@@ -71,12 +71,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], F
             raise WeightsFormatError(f"{path}: not a readable safetensors file ({exc})") from None
     else:
         state = _read_pth(path)
-    if CONFIG_KEY in metadata:
-        config = FusionMambaConfig.from_json(metadata[CONFIG_KEY])
-    elif "constructor" in metadata:  # the parity fixture: the authors' constructor arguments
-        config = infer_config(state)
-    else:
-        config = infer_config(state)
+    # Our files carry their config; the authors' (and the parity fixture, whose "constructor"
+    # metadata holds their arguments) are read off the tensor shapes.
+    config = FusionMambaConfig.from_json(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else infer_config(state)
     return state, config, metadata
 
 
@@ -178,9 +175,4 @@ def save_weights(
     return path
 
 
-def config_from_metadata(metadata: dict[str, str]) -> FusionMambaConfig | None:
-    """The config stored by `save_weights`, or None."""
-    return FusionMambaConfig.from_json(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
-
-
-__all__ = ["build_model", "config_from_metadata", "infer_config", "load_model", "read_checkpoint", "save_weights"]
+__all__ = ["build_model", "infer_config", "load_model", "read_checkpoint", "save_weights"]
