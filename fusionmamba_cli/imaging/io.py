@@ -54,15 +54,16 @@ _ORIENTATION = 0x0112
 
 def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8) to an (H, W[, C]) array, as `ImageOps.exif_transpose` does."""
-    if orientation in (2, 4, 5, 7):
-        pixels = pixels[:, ::-1]
-    if orientation in (3, 4):
-        pixels = pixels[::-1, ::-1]
-    if orientation in (5, 6):
-        pixels = np.rot90(pixels, -1)
-    if orientation in (7, 8):
-        pixels = np.rot90(pixels, 1)
-    return pixels
+    transforms = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),  # transpose
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # transverse
+        8: lambda a: np.rot90(a, 1),
+    }
+    return transforms[orientation](pixels) if orientation in transforms else pixels
 
 
 def _check_file(path: Path) -> int:
@@ -172,8 +173,9 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
         pixels = None
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # decoder chatter must not reach the terminal
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # decoder chatter must not reach the terminal; Pillow's bomb *warning* (above 89 Mpx)
+                # too: the limit is its hard error, 2 x Image.MAX_IMAGE_PIXELS (179 Mpx by default)
+                warnings.simplefilter("ignore")
                 with Image.open(handle) as image:
                     fmt = (image.format or "").upper()  # before exif_transpose, which returns a copy
                     frames = getattr(image, "n_frames", 1)
@@ -184,7 +186,7 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
                     image = ImageOps.exif_transpose(image)
                     image.load()
                     pixels, bits = _pixels_from_pil(image, path, notes)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except Image.DecompressionBombError as exc:
             found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
             detail = f"{found[1]} pixels, limit {found[2]}: a possible decompression bomb" if found else str(exc)
             raise ImageReadError(f"{path}: image too large to decode safely ({detail})") from None

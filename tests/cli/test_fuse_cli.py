@@ -303,3 +303,12 @@ def test_broken_pipe_on_json_output(tmp_path, fuse, monkeypatch):
     assert temp_files(tmp_path) == []
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["p0.png", "p1.png"]  # the second output was written before its line failed
+
+
+def test_outputs_get_normal_permissions(tmp_path, fuse):
+    """Atomic writes go through mkstemp (0600); the final file gets what open() would give."""
+    a, b = save_grey(tmp_path / "a.png", 8, 8, 1), save_grey(tmp_path / "b.png", 8, 8, 2)
+    assert fuse(a, b, "-o", tmp_path / "f.png").code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "f.png").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fusionmamba_cli.errors import ImageReadError
 from fusionmamba_cli.imaging.io import read_image
@@ -455,3 +455,32 @@ def test_symlink_loops_in_input_directories(tmp_path, capsys, micro_weights):
     assert result.code == 1
     assert len(result.error_lines) == 1 and "a.png: symbolic link loop" in result.error_lines[0]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]
+
+
+def test_bomb_limit_is_pillows_hard_limit(tmp_path, monkeypatch):
+    """Between Pillow's warning (MAX_IMAGE_PIXELS) and its error (twice that) an image is read:
+    large scans are legitimate; only the hard limit (179 Mpx by default) is refused."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.fromarray(_u8(40, 40)).save(tmp_path / "large.png")  # 1600 px: between 1x and 2x
+    Image.fromarray(_u8(50, 50)).save(tmp_path / "huge.png")  # 2500 px: above 2x
+    assert read_image(tmp_path / "large.png").size_hw == (40, 40)
+    with pytest.raises(ImageReadError, match="too large to decode safely"):
+        read_image(tmp_path / "huge.png")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation(tmp_path, orientation):
+    """JPEGs are turned by Pillow; 16-bit colour files decoded by OpenCV get the same turn."""
+    from fusionmamba_cli.imaging.io import _orient
+
+    stored = _u8(24, 40, channels=3)
+    image = Image.fromarray(stored, "RGB")
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(tmp_path / "o.jpg", exif=exif, quality=100)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.jpg")), np.float32) / 255
+    loaded = read_image(tmp_path / "o.jpg")
+    assert loaded.size_hw == ((40, 24) if orientation >= 5 else (24, 40))
+    assert np.array_equal(loaded.pixels, expected)
+    turned = np.asarray(ImageOps.exif_transpose(image), np.uint8)
+    assert np.array_equal(_orient(stored, orientation), turned)

@@ -31,6 +31,17 @@ def test_tile_starts_cover_with_overlap(length, tile, overlap):
         assert a + tile - b >= min(overlap, tile - 1)  # neighbours overlap by at least `overlap`
 
 
+def test_blend_weights_discard_the_tile_margin_toward_neighbours_only():
+    from fusionmamba_cli.fusion.tiling import blend_weights
+
+    both = blend_weights(512, 128, fade_start=True, fade_end=True)
+    assert both[:32].eq(0).all() and both[-32:].eq(0).all()  # outer quarter of the overlap: no weight
+    assert both[96:-96].eq(1).all() and (both[32:96].diff() > 0).all()  # linear ramp over the middle half
+    border = blend_weights(512, 128, fade_start=False, fade_end=True)
+    assert border[:96].eq(1).all() and border[-1] == 0  # the image border keeps full weight
+    assert blend_weights(40, 0, fade_start=True, fade_end=True).eq(1).all()
+
+
 def test_blending_is_exact_for_a_pointwise_network():
     """A network with no spatial context gives the same result tiled: the blend weights sum to 1."""
     x1, x2 = torch.rand(2, 1, 150, 230), torch.rand(2, 1, 150, 230)
