@@ -3,6 +3,7 @@ sharded across the ranks (each writes its own outputs, rank 0 prints the summary
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -76,13 +77,8 @@ def _usage(message: object) -> UsageError:
     return UsageError(escape(printable(message)))
 
 
-def _say(message: str) -> None:
-    """Print a line of our own markup, where only the values were escaped by the caller."""
-    console.print(message)
-
-
 def _error_line(text: object) -> None:
-    _say(f"[red]error:[/red] {escape(printable(text))}")
+    console.print(f"[red]error:[/red] {escape(printable(text))}")
 
 
 def _missing(path: Path) -> str:
@@ -90,7 +86,7 @@ def _missing(path: Path) -> str:
         try:
             path.stat()
         except OSError as exc:
-            return f"{path}: {'symbolic link loop' if exc.errno == 40 else 'broken symbolic link'}"
+            return f"{path}: {'symbolic link loop' if exc.errno == errno.ELOOP else 'broken symbolic link'}"
     return f"{path}: no such file or directory"
 
 
@@ -254,9 +250,9 @@ def _fuse(first, second, output, task, weights, dev, batch_size, overwrite, resi
     show = not quiet and not json_output and main
     if main and unmatched and not json_output:
         listed = ", ".join(printable(p.name) for p in unmatched[:10]) + (" ..." if len(unmatched) > 10 else "")
-        _say(f"[yellow]warning:[/yellow] {len(unmatched)} file(s) without a partner: {escape(listed)}")
+        console.print(f"[yellow]warning:[/yellow] {len(unmatched)} file(s) without a partner: {escape(listed)}")
     if main and directory_mode and not items:
-        _say(f"[yellow]warning:[/yellow] no matching pairs in {escape(printable(first))} and {escape(printable(second))}")
+        console.print(f"[yellow]warning:[/yellow] no matching pairs in {escape(printable(first))} and {escape(printable(second))}")
     label = "fusing" if world == 1 else f"fusing (rank 0 of {world})"
     try:
         outcomes = _run(fuser, mine, overwrite, resize, batch_size, json_output, show and directory_mode, label)
@@ -307,7 +303,7 @@ def _report(outcomes: list[PairOutcome], json_output: bool, quiet: bool) -> int:
             for o in outcomes:
                 if o.status == "ok":
                     for note in o.notes:
-                        _say(f"[dim]note:[/dim] {escape(printable(o.name))}: {escape(printable(note))}")
+                        console.print(f"[dim]note:[/dim] {escape(printable(o.name))}: {escape(printable(note))}")
         for o in failed:
             _error_line(o.error or f"{o.name}: failed")
         if not quiet:
@@ -316,5 +312,5 @@ def _report(outcomes: list[PairOutcome], json_output: bool, quiet: bool) -> int:
                 summary = f"wrote {printable(outcomes[0].output)} ({outcomes[0].seconds:.2f} s)"
             elif len(outcomes) == 1 and skipped == 1:
                 summary = f"{printable(outcomes[0].output)} exists; skipped (use --overwrite)"
-            _say(escape(summary))
+            console.print(escape(summary))
     return 1 if failed else 0

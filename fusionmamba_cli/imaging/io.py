@@ -66,8 +66,8 @@ def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return transforms[orientation](pixels) if orientation in transforms else pixels
 
 
-def _check_file(path: Path) -> int:
-    """One-line reasons for paths that are not readable files; returns the size in bytes."""
+def _check_file(path: Path) -> None:
+    """One-line reasons for paths that are not readable, non-empty regular files."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -82,7 +82,6 @@ def _check_file(path: Path) -> int:
         raise ImageReadError(f"{path}: not a regular file")  # FIFOs and devices would block or never end
     if info.st_size == 0:
         raise ImageReadError(f"{path}: empty file")
-    return info.st_size
 
 
 def _pixels_from_array(decoded: np.ndarray, path: Path, notes: list[str]) -> tuple[np.ndarray, int]:

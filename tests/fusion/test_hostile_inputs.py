@@ -484,3 +484,30 @@ def test_every_exif_orientation(tmp_path, orientation):
     assert np.array_equal(loaded.pixels, expected)
     turned = np.asarray(ImageOps.exif_transpose(image), np.uint8)
     assert np.array_equal(_orient(stored, orientation), turned)
+
+
+def test_sigterm_mid_write_leaves_no_temp_file(tmp_path, capsys, micro_weights, monkeypatch):
+    """SIGTERM (torchrun stopping a job, `kill`) during a write: the temp file is removed, the
+    outputs already written stay complete, exit 130."""
+    import signal
+
+    from fusionmamba_cli.imaging import io as image_io
+
+    first, second = _pairs(tmp_path, 4)
+    real_write = image_io._write_all
+    calls = []
+
+    def write_then_terminated(fd, payload):
+        calls.append(1)
+        if len(calls) == 3:
+            real_write(fd, bytes(payload)[:10])
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered here: the handler raises KeyboardInterrupt
+        real_write(fd, payload)
+
+    monkeypatch.setattr(image_io, "_write_all", write_then_terminated)
+    out = tmp_path / "out"
+    result = run_cli(capsys, "fuse", first, second, "-o", out, "-w", micro_weights, "--device", "cpu")
+    assert result.code == 130 and "Traceback" not in result.err
+    assert temp_files(tmp_path) == []
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the CLI's handler is gone again
