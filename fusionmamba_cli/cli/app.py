@@ -9,9 +9,15 @@ from typing import Annotated
 import typer
 
 from fusionmamba_cli import __version__
-from fusionmamba_cli.cli import demo, evaluate, fuse, info, train
-from fusionmamba_cli.cli import weights_cmd
-from fusionmamba_cli.cli import benchmark
+from fusionmamba_cli.cli import (
+    benchmark,
+    demo,
+    evaluate,
+    fuse,
+    info,
+    train,
+    weights_cmd,
+)
 from fusionmamba_cli.cli.common import UsageError, console
 from fusionmamba_cli.errors import FusionMambaError
 
@@ -48,6 +54,15 @@ app.command("train")(train.train_command)
 app.command("evaluate")(evaluate.evaluate_command)
 
 
+def _is_click_error(exc: BaseException) -> bool:
+    """A command-line parsing error (missing argument, bad option, unknown command).
+
+    Typer vendors its own copy of Click, so these are not `click.ClickException` instances:
+    recognise them by their interface instead.
+    """
+    return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
 def main() -> None:
     """Console-script entry point: known errors become one red line; tracebacks only with FUSIONMAMBA_DEBUG=1."""
     try:
@@ -60,17 +75,15 @@ def main() -> None:
             raise
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
-    except typer.Abort:
-        console.print("[red]aborted[/red]")
-        sys.exit(130)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        if _is_click_error(exc):
             exc.show()
             sys.exit(exc.exit_code)
+        if type(exc).__name__ == "Abort":  # Click turns Ctrl-C into Abort
+            console.print("[red]interrupted[/red]")
+            sys.exit(130)
         raise
     sys.exit(code if isinstance(code, int) else 0)
