@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from fusionmamba_cli import distributed
 from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
 from fusionmamba_cli.checkpoints.registry import resolve_weights
 from fusionmamba_cli.errors import FusionMambaError
@@ -95,33 +96,25 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class _Distributed:
+@dataclass(frozen=True)
+class _Ranks:
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
 
-def _init_distributed(device_choice: str) -> tuple[_Distributed, torch.device]:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the group (NCCL on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def _join(device_choice: str) -> tuple[_Ranks, torch.device]:
+    """Under torchrun, join the group (NCCL on CUDA, gloo on CPU) and pick this rank's device."""
     wants_cuda = device_choice.startswith("cuda") or (device_choice == "auto" and torch.cuda.is_available())
-    if world <= 1:
-        device = torch.device(device_choice if device_choice != "auto" else ("cuda" if wants_cuda else "cpu"))
-        return _Distributed(), device
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if wants_cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
+    rank, world, local_rank = distributed.init_distributed("nccl" if wants_cuda else "gloo")
+    if world > 1:
+        device = torch.device("cuda", local_rank) if wants_cuda else torch.device("cpu")
     else:
-        device = torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Distributed(rank, world, local_rank), device
+        device = torch.device(device_choice if device_choice != "auto" else ("cuda" if wants_cuda else "cpu"))
+    return _Ranks(rank, world), device
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -135,7 +128,7 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr
 
 
-def _agree(flag: bool, ddp: _Distributed, device: torch.device) -> bool:
+def _agree(flag: bool, ddp: _Ranks, device: torch.device) -> bool:
     """True when any rank says so (keeps ranks in lock-step when stopping on a time limit)."""
     if ddp.world <= 1:
         return flag
@@ -177,7 +170,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    ddp, device = _init_distributed(config.device)
+    ddp, device = _join(config.device)
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
     if ddp.main:
@@ -254,14 +247,12 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
         if step % config.save_every == 0 or step == config.steps:
             save_checkpoint()
     digest = weights_digest(model)
-    if ddp.world > 1:
-        digests: list[str | None] = [None] * ddp.world
-        dist.all_gather_object(digests, digest)
+    digests = distributed.gather_to_rank0(digest)
+    if ddp.world > 1 and ddp.main:
         log({"step": step, "rank_weight_digests": digests})
     if ddp.main:
         metadata = {"train_config": json.dumps(asdict(config)), "steps": str(step)}
         save_weights(model, out / FINAL_NAME, metadata=metadata)
-    if ddp.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    distributed.barrier()
+    distributed.cleanup()
     return {"step": step, "weights_digest": digest, **record}
