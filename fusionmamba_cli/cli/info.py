@@ -11,7 +11,15 @@ from rich.table import Table
 
 from fusionmamba_cli import __version__
 from fusionmamba_cli.checkpoints import bundled_weights_dir, list_weights
-from fusionmamba_cli.cli.common import DeviceOpt, JsonOpt, ScanBackendOpt, apply_scan_backend, resolve_device, stdout
+from fusionmamba_cli.checkpoints.hub import locate
+from fusionmamba_cli.cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    ScanBackendOpt,
+    apply_scan_backend,
+    resolve_device,
+    stdout,
+)
 from fusionmamba_cli.ops.selective_scan import available_backends, resolve_backend
 
 
@@ -19,8 +27,9 @@ def collect_info(device: torch.device) -> dict:
     """Everything `info` reports, as a plain dict."""
     weights = []
     for entry in list_weights():
-        local = (bundled_weights_dir() / entry.file).is_file()
-        weights.append({"name": entry.name, "tasks": list(entry.tasks), "preset": entry.preset, "size": entry.size, "installed": local})
+        where = locate(entry).where  # sha256-checked: bundled, cached, corrupt, remote-only, missing
+        weights.append({"name": entry.name, "tasks": list(entry.tasks), "preset": entry.preset, "size": entry.size,
+                        "where": where, "installed": where in ("bundled", "cached")})
     return {
         "fusionmamba": __version__,
         "python": platform.python_version(),
@@ -50,8 +59,8 @@ def info_command(device: DeviceOpt = "auto", scan_backend: ScanBackendOpt = None
     table.add_row("weights folder", data["weights_dir"])
     stdout.print(table)
     weights = Table(title="weights", show_lines=False)
-    for column in ("name", "tasks", "preset", "MB", "installed"):
+    for column in ("name", "tasks", "preset", "MB", "where"):
         weights.add_column(column)
     for w in data["weights"]:
-        weights.add_row(w["name"], ",".join(w["tasks"]), w["preset"], f"{w['size'] / 1e6:.1f}", "yes" if w["installed"] else "no")
+        weights.add_row(w["name"], ",".join(w["tasks"]), w["preset"], f"{w['size'] / 1e6:.1f}", w["where"])
     stdout.print(weights if data["weights"] else "weights: none installed")

@@ -25,3 +25,20 @@ def test_help_and_version_exit_0():
     assert _run("--help").returncode == 0
     proc = _run("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("fusionmamba ")
+
+
+def test_info_json_reports_backend_and_weights():
+    import json
+
+    proc = _run("info", "--json", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["device"] == "cpu" and data["scan_backend"] == "torch"
+    assert "torch" in data["scan_backends_available"]
+    assert {w["where"] for w in data["weights"]} <= {"bundled", "cached", "corrupt", "remote-only", "missing"}
+    assert any(w["installed"] for w in data["weights"])
+
+
+def test_info_honours_a_forced_backend_with_fallback_warning():
+    proc = _run("info", "--json", "--device", "cpu", "--scan-backend", "reference")
+    assert proc.returncode == 0 and '"scan_backend": "reference"' in proc.stdout
