@@ -7,15 +7,17 @@ FLOPs
     `count_flops` runs the network once on a *meta-device* copy (shapes only, no arithmetic, no
     memory), under `torch.utils.flop_counter.FlopCounterMode`. That counter sees matmuls, convs and
     einsums (2 FLOPs per multiply-add); it does not see element-wise ops (activations, norms, adds)
-    nor the selective scan, whose backends are element-wise code or opaque kernels. The scan is
-    added analytically, per `ScanCore2D.scan` call on a (B, D, H, W) map, with K = 4 ES2D directions,
-    KD = 4 * D channels, N = d_state and L = ceil(H/2) * ceil(W/2) steps:
+    nor opaque kernels. The selective scan itself is therefore left out of the counted part (the
+    dispatcher call is stubbed on meta tensors, so a backend's internal einsums are not counted
+    either) and added analytically, per `ScanCore2D.scan` call on a (B, D, H, W) map, with K = 4
+    ES2D directions, KD = 4 * D channels, N = d_state and L = ceil(H/2) * ceil(W/2) steps:
 
         scan FLOPs = 9 * B * KD * N * L  +  B * KD * L
 
-    The 9 per (channel, state, step) are: delta*A, exp, decay*h, (delta*u)*B, + (state update),
-    C*h, + (output dot), and the amortised delta*u / softplus; the second term is the D-skip
-    (y += D*u). This is the formula mamba/VMamba use (`flops_selective_scan_ref`).
+    About 9 operations per (channel, state, step): the discretisation delta*A and its exp, the
+    input term delta*B*u, the state update decay*h + input, and the output dot C.h (multiply and
+    add); 9 is the constant of mamba's `flops_selective_scan_ref`, which VMamba also uses. The
+    second term is the D skip (y += D*u).
 
 Latency
     `measure_latency`: warm-up calls, then `repeat` timed calls; CUDA events around each call on a
@@ -117,17 +119,43 @@ def _record_scans(model: nn.Module) -> Iterator[list[tuple[int, int, int, int, i
             del module.scan  # back to the class method
 
 
+_scan_patch_lock = threading.Lock()
+
+
+@contextmanager
+def _scan_shapes_only() -> Iterator[None]:
+    """Inside the block, selective scans on meta tensors return an empty result of the right shape.
+
+    Some backends compute part of the scan with einsum (e.g. the torch backend's output dot), which
+    FlopCounterMode would count on top of the analytic scan FLOPs, and differently per backend; the
+    stub keeps the count backend-independent. `ScanCore2D.scan` calls the name `selective_scan` of
+    `fusionmamba_cli.model.ssm`, so that module global is swapped; tensors on real devices still go
+    to the real dispatcher, so concurrent inference elsewhere in the process is unaffected.
+    """
+    from fusionmamba_cli.model import ssm
+
+    with _scan_patch_lock:
+        original = ssm.selective_scan
+
+        def shapes_only(u: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+            if u.device.type == "meta":
+                return torch.empty_like(u)
+            return original(u, *args, **kwargs)
+
+        ssm.selective_scan = shapes_only
+        try:
+            yield
+        finally:
+            ssm.selective_scan = original
+
+
 def _meta_copy(model: nn.Module) -> nn.Module:
     """The same network on the meta device, without copying (or allocating) any weights."""
     memo: dict[int, object] = {}
     for tensor in list(model.parameters()) + list(model.buffers()):
         meta = torch.empty_like(tensor, device="meta")
         memo[id(tensor)] = nn.Parameter(meta, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
-    clone = copy.deepcopy(model, memo)
-    for module in clone.modules():
-        if isinstance(module, ScanCore2D):
-            module.scan_backend = "torch"  # element-wise code; runs on meta without warnings
-    return clone.eval()
+    return copy.deepcopy(model, memo).eval()
 
 
 def count_flops(model: nn.Module, size: Size, batch: int = 1) -> dict:
@@ -140,7 +168,7 @@ def count_flops(model: nn.Module, size: Size, batch: int = 1) -> dict:
     meta = _meta_copy(model)
     dtype = next(model.parameters()).dtype
     x = torch.zeros(batch, 1, height, width, device="meta", dtype=dtype)
-    with torch.inference_mode(), _record_scans(meta) as calls, FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), _scan_shapes_only(), _record_scans(meta) as calls, FlopCounterMode(display=False) as counter:
         meta(x, x)
     counted = int(counter.get_total_flops())
     by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}

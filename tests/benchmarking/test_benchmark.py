@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from fusionmamba_cli import benchmarking
@@ -56,6 +58,19 @@ def test_flops_scale_with_pixels_and_batch_and_count_every_scan():
     # one ScanCore2D call at the top level of a 32x32 micro input: 8x8 tokens -> L = 4*4
     assert benchmarking.scan_flops(1, 4 * 16, 4, 16) == 9 * 64 * 4 * 16 + 64 * 16
     assert one["scan_calls"] > 0
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_counted_part_excludes_the_scan_whatever_the_backend(backend):
+    """The counted part equals FlopCounterMode on a real forward with the element-wise reference scan,
+    even when a backend computes part of the scan with einsum (no double counting)."""
+    model = create_model("micro").eval()
+    model.set_scan_backend("reference")
+    x = torch.rand(1, 1, 32, 32)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x, x)
+    model.set_scan_backend(backend)
+    assert benchmarking.count_flops(model, 32)["counted_gflops"] == pytest.approx(counter.get_total_flops() / 1e9)
 
 
 def test_fit_exponent_on_synthetic_data():
