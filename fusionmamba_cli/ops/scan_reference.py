@@ -15,6 +15,19 @@ import torch
 import torch.nn.functional as F
 
 
+def compute_dtype(u: torch.Tensor) -> torch.dtype:
+    """The scan's arithmetic precision: fp64 for fp64 input, fp32 otherwise."""
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def step_sizes(delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool, compute: torch.dtype) -> torch.Tensor:
+    """Delta in `compute` precision with the per-channel bias added and softplus applied."""
+    delta_c = delta.to(compute)
+    if delta_bias is not None:
+        delta_c = delta_c + delta_bias.to(compute)[None, :, None]
+    return F.softplus(delta_c) if delta_softplus else delta_c
+
+
 def prepare_scan_inputs(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -25,12 +38,8 @@ def prepare_scan_inputs(
     delta_softplus: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.dtype]:
     """Upcast, apply bias/softplus to delta and expand B, C from K groups to K*D channels."""
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u_c, delta_c = u.to(compute), delta.to(compute)
-    if delta_bias is not None:
-        delta_c = delta_c + delta_bias.to(compute)[None, :, None]
-    if delta_softplus:
-        delta_c = F.softplus(delta_c)
+    compute = compute_dtype(u)
+    u_c, delta_c = u.to(compute), step_sizes(delta, delta_bias, delta_softplus, compute)
     channels, groups = u.shape[1], B.shape[1]
     repeat = channels // groups
     B_c = B.to(compute).repeat_interleave(repeat, dim=1)  # (b, K*D, N, L)

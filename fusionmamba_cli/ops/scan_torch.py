@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from fusionmamba_cli.ops.scan_reference import compute_dtype, step_sizes
+
 
 def _chunk_length(length: int) -> int:
     """A power of two near sqrt(L): in-chunk and cross-chunk loops get similar trip counts."""
@@ -82,15 +84,11 @@ def selective_scan_torch(
     delta_softplus: bool = True,
 ) -> torch.Tensor:
     """Same contract as `scan_reference.selective_scan_ref`; see the module docstring."""
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(u)
     batch, channels, length = u.shape
     groups, n_state = B.shape[1], A.shape[1]
     per_group = channels // groups
-    u_c, delta_c = u.to(compute), delta.to(compute)
-    if delta_bias is not None:
-        delta_c = delta_c + delta_bias.to(compute)[None, :, None]
-    if delta_softplus:
-        delta_c = F.softplus(delta_c)
+    u_c, delta_c = u.to(compute), step_sizes(delta, delta_bias, delta_softplus, compute)
     chunk = _chunk_length(length)
     pad = -length % chunk  # padded steps: delta = 0 -> decay 1, drive 0, so states carry through
 
