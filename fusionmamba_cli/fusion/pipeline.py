@@ -181,10 +181,7 @@ class Fuser:
         tile = self.plan_tile(batch, height, width)
         if tile is None:
             return self.model(x1, x2)
-        if batch > 1 and self.plan_tile(1, height, width) is None:
-            # over budget only as a batch: one image at a time, untiled (same result as unbatched)
-            return torch.cat([self.model(x1[i : i + 1], x2[i : i + 1]) for i in range(batch)])
-        if batch > 1:
+        if batch > 1:  # over budget as a batch: one image at a time (each tiled only if it must be)
             return torch.cat([self._network(x1[i : i + 1], x2[i : i + 1]) for i in range(batch)])
         return fuse_tiled(self.model, x1, x2, tile, self.tile_overlap)
 
