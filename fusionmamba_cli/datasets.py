@@ -28,7 +28,8 @@ def split_dir(root: Path, task: str, split: str) -> Path:
     return path
 
 
-def _images(folder: Path) -> dict[str, Path]:
+def images_by_stem(folder: Path) -> dict[str, Path]:
+    """The image files of a folder (not hidden, not recursive) keyed by file stem."""
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
 
 
@@ -39,5 +40,5 @@ def list_split_pairs(root: Path, task: str, split: str) -> list[tuple[str, Path,
     for folder in folders:
         if not folder.is_dir():
             raise DataLayoutError(f"{folder}: modality folder missing")
-    first, second = _images(folders[0]), _images(folders[1])
+    first, second = images_by_stem(folders[0]), images_by_stem(folders[1])
     return [(name, first[name], second[name]) for name in sorted(first.keys() & second.keys())]

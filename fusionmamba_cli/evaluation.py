@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionmamba_cli.datasets import list_split_pairs
+from fusionmamba_cli.datasets import images_by_stem, list_split_pairs
 from fusionmamba_cli.errors import DataLayoutError
 from fusionmamba_cli.imaging.io import (
-    IMAGE_SUFFIXES,
     read_image,
     to_integer,
     write_image,
@@ -75,7 +74,7 @@ def resolve_metrics(names: Sequence[str] | None) -> list[str]:
 def _fused_files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataLayoutError(f"{folder}: fused-image folder not found")
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+    return images_by_stem(folder)
 
 
 def evaluate_fused_dir(
