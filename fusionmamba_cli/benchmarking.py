@@ -54,6 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fusionmamba_cli.errors import BackendUnavailableError
 from fusionmamba_cli.model import FusionMamba, create_model
+from fusionmamba_cli.model.graphed import GraphedForward
 from fusionmamba_cli.model.ssm import DIRECTIONS, ScanCore2D
 from fusionmamba_cli.ops.selective_scan import resolve_backend
 
@@ -356,12 +357,14 @@ def run_benchmark(
     time_it: bool = True,
     label: str = "",
     on_size: Callable[[tuple[int, int]], None] | None = None,
+    cuda_graphs: bool = True,
 ) -> list[dict]:
     """One row per size: params, FLOPs (incl. scan), latency, throughput, peak memory.
 
     The model's device and dtype are used as they are (see `build_model`). `time_it=False` counts
     FLOPs only (no forward on the device). Out-of-memory at one size is recorded in that row's
-    `error` and the next size still runs.
+    `error` and the next size still runs. `cuda_graphs`: time replays of a captured CUDA graph on a
+    GPU (what `fuse` does); the row's `cuda_graphs` says whether they were used.
     """
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
@@ -402,7 +405,7 @@ def run_benchmark(
         row.update({k: v for k, v in flops.items() if k != "flops"})
         row["gflops_per_pair"] = flops["gflops"] / batch
         if time_it:
-            row.update(_time_one(model, height, width, batch, device, dtype, warmup, repeat))
+            row.update(_time_one(model, height, width, batch, device, dtype, warmup, repeat, cuda_graphs))
         rows.append(row)
     return rows
 
@@ -431,14 +434,16 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _time_one(
-    model: FusionMamba, height: int, width: int, batch: int, device: torch.device, dtype: torch.dtype, warmup: int, repeat: int
+    model: FusionMamba, height: int, width: int, batch: int, device: torch.device, dtype: torch.dtype, warmup: int,
+    repeat: int, cuda_graphs: bool = True,
 ) -> dict:
     gen = torch.Generator().manual_seed(0)
     x1 = torch.rand(batch, 1, height, width, generator=gen).to(device=device, dtype=dtype)
     x2 = torch.rand(batch, 1, height, width, generator=gen).to(device=device, dtype=dtype)
+    runner = GraphedForward(model, enabled=cuda_graphs)
 
     def forward() -> torch.Tensor:
-        return model(x1, x2)
+        return runner(x1, x2)
 
     _release_cpu_heap()
     try:
@@ -465,6 +470,7 @@ def _time_one(
     median_s = latency["latency_ms"] / 1e3
     return {
         **latency,
+        "cuda_graphs": device.type == "cuda" and runner.enabled,
         "ms_per_pair": latency["latency_ms"] / batch,
         "throughput_pairs_s": batch / median_s if median_s > 0 else float("inf"),
         "peak_memory_mb": memory.peak_bytes / _MB,

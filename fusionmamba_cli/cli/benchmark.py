@@ -13,6 +13,7 @@ from rich.table import Table
 
 from fusionmamba_cli import benchmarking
 from fusionmamba_cli.cli.common import (
+    CudaGraphsOpt,
     DeviceOpt,
     JsonOpt,
     ScanBackendOpt,
@@ -64,6 +65,9 @@ def render(report: dict) -> None:
     )
     if timed:
         header += f", warm-up {first['warmup']}, repeat {first['repeat']}"
+        graphed = next((r["cuda_graphs"] for r in rows if "cuda_graphs" in r), False)
+        if first["device"].startswith("cuda"):
+            header += f", CUDA graphs {'on' if graphed else 'off'}"
     stdout.print(header)
     mem_kind = next((r.get("memory_kind") for r in rows if r.get("memory_kind")), "")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
@@ -126,6 +130,7 @@ def benchmark_command(
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed calls per size.")] = 10,
     flops_only: Annotated[bool, typer.Option("--flops-only", help="Count parameters and FLOPs only (instant, any size).")] = False,
     scan_backend: ScanBackendOpt = None,
+    cuda_graphs: CudaGraphsOpt = True,
     json_output: JsonOpt = False,
 ) -> None:
     """Measure the model's cost: parameters, GFLOPs (incl. the scan), latency, pairs/s, peak memory."""
@@ -143,7 +148,8 @@ def benchmark_command(
             console.print(f"[dim]measuring {hw[0]}x{hw[1]} ...[/dim]")
 
     rows = benchmarking.run_benchmark(
-        model, sizes, batch=batch, warmup=warmup, repeat=repeat, time_it=not flops_only, label=label, on_size=progress
+        model, sizes, batch=batch, warmup=warmup, repeat=repeat, time_it=not flops_only, label=label, on_size=progress,
+        cuda_graphs=cuda_graphs,
     )
     report = benchmarking.benchmark_report(rows)
     if json_output:

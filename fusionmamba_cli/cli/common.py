@@ -40,6 +40,14 @@ ScanBackendOpt = Annotated[
     ScanBackendName | None,
     typer.Option("--scan-backend", help="Force a selective-scan backend (default: $FUSIONMAMBA_SCAN_BACKEND or auto)."),
 ]
+CudaGraphsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cuda-graphs/--no-cuda-graphs",
+        help="On a GPU, replay one captured CUDA graph per input size (much faster for small images). "
+        "FUSIONMAMBA_CUDA_GRAPHS=0 turns it off everywhere.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
 

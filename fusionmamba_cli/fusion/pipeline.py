@@ -16,6 +16,7 @@ from fusionmamba_cli.fusion.tiling import fuse_tiled
 from fusionmamba_cli.imaging.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from fusionmamba_cli.imaging.io import LoadedImage
 from fusionmamba_cli.model import FusionMamba
+from fusionmamba_cli.model.graphed import GraphedForward
 from fusionmamba_cli.tasks import Task, get_task
 
 NORMALIZE_MODES = ("none", "minmax")
@@ -136,15 +137,18 @@ class Fuser:
         tile: int | None = None,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         max_pixels: int | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
         """`tile`: always tile images larger than this; else tile automatically above `max_pixels`
-        (padded pixels per network call; None: `default_max_pixels`)."""
+        (padded pixels per network call; None: `default_max_pixels`). `cuda_graphs`: on a GPU,
+        replay one captured CUDA graph per input shape (see model/graphed.py)."""
         if normalize not in NORMALIZE_MODES:
             raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
         if tile is not None and tile < 1:
             raise ValueError(f"tile must be a positive size, got {tile}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
+        self.forward = GraphedForward(self.model, enabled=cuda_graphs)
         self.task = task if isinstance(task, Task) else get_task(task)
         self.normalize = normalize
         self.tile, self.tile_overlap = tile, max(0, tile_overlap)
@@ -180,10 +184,10 @@ class Fuser:
         batch, _, height, width = x1.shape
         tile = self.plan_tile(batch, height, width)
         if tile is None:
-            return self.model(x1, x2)
+            return self.forward(x1, x2)
         if batch > 1:  # over budget as a batch: one image at a time (each tiled only if it must be)
             return torch.cat([self._network(x1[i : i + 1], x2[i : i + 1]) for i in range(batch)])
-        return fuse_tiled(self.model, x1, x2, tile, self.tile_overlap)
+        return fuse_tiled(self.forward, x1, x2, tile, self.tile_overlap)
 
     @torch.inference_mode()
     def fuse_luma(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
