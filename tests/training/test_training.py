@@ -85,14 +85,21 @@ def test_cosine_schedule_and_warmup():
     assert learning_rate(config, 99) < 2e-5
 
 
-def test_packed_data_matches_folder_data(data_root, tmp_path):
-    pack_splits(data_root, ["ct_mri", "gfp_pc"], "train", tmp_path / "pack.npz")
+@pytest.mark.parametrize("encoding", ["png", "webp"])
+def test_packed_data_matches_folder_data(data_root, tmp_path, encoding):
+    pack_splits(data_root, ["ct_mri", "gfp_pc"], "train", tmp_path / "pack.npz", encoding=encoding)
     folder = load_pairs(data_root, ["ct_mri", "gfp_pc"], "train")
     packed = load_pairs(tmp_path / "pack.npz", ["ct_mri", "gfp_pc"], "train")
     assert sorted(folder.names) == sorted(packed.names)
-    a = dict(zip(folder.names, folder.x1))
-    b = dict(zip(packed.names, packed.x1))
-    assert all(np.array_equal(a[name], b[name]) for name in a)
+    for attr in ("x1", "x2"):
+        a = dict(zip(folder.names, getattr(folder, attr)))
+        b = dict(zip(packed.names, getattr(packed, attr)))
+        assert all(b[name].ndim == 2 and np.array_equal(a[name], b[name]) for name in a)
+
+
+def test_pack_rejects_unknown_encoding(data_root, tmp_path):
+    with pytest.raises(ValueError, match="encoding"):
+        pack_splits(data_root, ["ct_mri"], "train", tmp_path / "pack.npz", encoding="jpeg")
 
 
 def test_batches_depend_only_on_the_step_and_shard_by_rank(data_root):
