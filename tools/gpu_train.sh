@@ -13,7 +13,7 @@ for spec in "$@"; do
   IFS=: read -r name weights tasks extra <<<"$spec"
   task_args=""; for t in ${tasks//+/ }; do task_args="$task_args --task $t"; done
   python3 -m fusionmamba_cli train $task_args --data "${DATA:-scratch/train.npz}" --out runs/$name \
-    --preset compact --steps 1000000 --batch-size 12 --crop 192 --loss-weights $weights \
+    --steps 1000000 --batch-size 12 --crop 192 --loss-weights $weights \
     --time-limit "$minutes" --save-every 1000000 --log-every 50 --quiet ${extra//,/ } \
     > runs/$name.stdout 2>&1 &
 done

@@ -58,7 +58,8 @@ class FusionMamba(nn.Module):
 
     forward(x1, x2): (B, 1, H, W) float tensors in [0, 1], in the authors' order (x1 = visible / MRI /
     phase contrast, x2 = IR / CT / PET / SPECT / GFP). Any H, W >= 1: padded to `size_multiple`
-    and cropped back. Returns the unclamped (B, 1, H, W) fusion, head + 2*x1 + 2*x2 as in the code.
+    and cropped back. Returns the unclamped (B, 1, H, W) fusion, head + the
+    configured output skip (`output_skip`: 2*x1 + 2*x2 as in the authors' code, max(x1, x2), or none).
     """
 
     def __init__(self, config: FusionMambaConfig | None = None) -> None:
@@ -93,6 +94,9 @@ class FusionMamba(nn.Module):
         else:
             self.Cross_block = nn.ModuleList(DVSSFusion(d, cfg.dvss_d_state) for d in dims)
         self.apply(_init_weights)
+        if cfg.output_skip == "max":  # start as the max rule exactly; training learns the correction
+            nn.init.zeros_(self.final_conv.weight)
+            nn.init.zeros_(self.final_conv.bias)
 
     @property
     def size_multiple(self) -> int:
@@ -139,7 +143,12 @@ class FusionMamba(nn.Module):
         height, width = x1.shape[-2:]
         head = self.forward_padded(_pad_to_multiple(x1, self.size_multiple), _pad_to_multiple(x2, self.size_multiple))
         head = head[..., :height, :width]
-        return head + x1 + x2 + x1 + x2  # the authors' HEAD adds both inputs twice, in this order
+        skip = self.config.output_skip
+        if skip == "authors":
+            return head + x1 + x2 + x1 + x2  # the authors' HEAD adds both inputs twice, in this order
+        if skip == "max":
+            return head + torch.maximum(x1, x2)
+        return head
 
 
 def _init_weights(module: nn.Module) -> None:
