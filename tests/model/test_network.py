@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+from dataclasses import replace
 
 import pytest
 import torch
 
 from fusionmamba_cli import create_model, load_model, save_weights
 from fusionmamba_cli.checkpoints import infer_config
+from fusionmamba_cli.checkpoints.files import CONFIG_KEY
 from fusionmamba_cli.errors import WeightsFormatError, WeightsNotFoundError
-from fusionmamba_cli.model import FusionMambaConfig, get_preset, list_presets
+from fusionmamba_cli.model import FusionMamba, FusionMambaConfig, get_preset, list_presets
 
 
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (3, 5), (17, 9), (33, 64), (131, 257)])
@@ -136,3 +139,41 @@ def test_wrong_architecture_is_a_clear_error(tmp_path):
     torch.save({"patch_embed1.proj.weight": torch.zeros(8, 1, 4, 4), "layers.0.blocks.0.norm.weight": torch.zeros(8)}, tmp_path / "bad.pth")
     with pytest.raises(WeightsFormatError, match="does not fit"):
         load_model(tmp_path / "bad.pth")
+
+
+def test_output_skip_variants_add_what_they_say():
+    torch.manual_seed(0)
+    x1, x2 = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    base = create_model("micro").eval()
+    head = base.forward_padded(x1, x2)
+    variants = {"authors": head + 2 * x1 + 2 * x2, "max": head + torch.maximum(x1, x2), "none": head}
+    for skip, expected in variants.items():
+        model = FusionMamba(replace(base.config, output_skip=skip)).eval()
+        model.load_state_dict(base.state_dict())  # the skip has no parameters
+        with torch.no_grad():
+            torch.testing.assert_close(model(x1, x2), expected.detach(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="output_skip"):
+        FusionMambaConfig(output_skip="mean")
+
+
+def test_max_skip_starts_as_the_max_rule_and_still_learns():
+    model = create_model("compact-max")
+    x1, x2 = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    out = model(x1, x2)
+    assert torch.equal(out, torch.maximum(x1, x2))  # zero-initialised head
+    (out - 0.5).square().mean().backward()
+    assert model.final_conv.weight.grad.abs().max() > 0  # the head gets a gradient at step 0
+
+
+def test_files_without_output_skip_load_as_the_authors_head(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = create_model("micro")
+    save_weights(model, tmp_path / "w.safetensors")
+    config = json.loads(FusionMambaConfig.to_json(model.config))
+    config.pop("output_skip")  # as written before the field existed
+    save_file(load_file(tmp_path / "w.safetensors"), tmp_path / "old.safetensors", metadata={CONFIG_KEY: json.dumps(config)})
+    assert load_model(tmp_path / "old.safetensors").config.output_skip == "authors"
+    skipped = create_model("compact-max")
+    save_weights(skipped, tmp_path / "max.safetensors")
+    assert load_model(tmp_path / "max.safetensors").config.output_skip == "max"
