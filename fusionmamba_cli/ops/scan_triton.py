@@ -57,6 +57,8 @@ i.e. the last element of the per-tile reversed-time scan (cum_g, g_loc) of the s
      per-block partials (or atomics) as the serial kernel, so both stay deterministic.
   Extra memory: three (batch, K*D, n_tiles, N) fp32 buffers, like the saved states. BLOCK_D counts
   the tiles as programs (`chunked_programs_per_sm`), so it is larger than the serial one.
+  Measured on an H100 (BENCHMARKS.md): exact, but 1.1-1.8x slower than the serial backward at every
+  benchmarked shape, so "serial" stays the default.
 
 All arithmetic is fp32 (fp64 inputs are computed in fp32 too); y and the gradients are returned in
 the dtypes of their inputs. N may be any size (padded to a power of two with masks).
