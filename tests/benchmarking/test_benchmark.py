@@ -20,7 +20,7 @@ runner = CliRunner()
 ROW_FIELDS = (
     "model", "params", "device", "dtype", "scan_backend", "batch", "height", "width", "pixels", "padded_pixels",
     "gflops", "counted_gflops", "scan_gflops", "scan_share", "latency_ms", "latency_p25_ms", "latency_p75_ms",
-    "latency_min_ms", "latency_max_ms", "throughput_pairs_s", "peak_memory_mb", "memory_kind",
+    "latency_min_ms", "latency_max_ms", "throughput_pairs_s", "peak_memory_mb", "memory_kind", "cuda_graphs",
 )  # fmt: skip
 
 
@@ -43,6 +43,7 @@ def test_run_benchmark_rows_are_complete_and_sane():
         assert row["latency_min_ms"] <= row["latency_ms"] <= row["latency_max_ms"]
         assert row["peak_memory_mb"] > 0 and row["memory_kind"] in ("rss_sampled", "ru_maxrss")
         assert len(row["times_ms"]) == 2
+        assert row["cuda_graphs"] is False  # graphs only ever apply to CUDA tensors
     report = benchmarking.benchmark_report(rows)
     assert json.loads(json.dumps(report))["exponents"]["gflops"] == pytest.approx(1.0, abs=0.02)
 
