@@ -15,18 +15,11 @@ the first batch elements when the torch backend cannot hold the whole batch.
 
     python3 bench/bench_scan.py --out bench.json            # table + JSON
     python3 bench/bench_scan.py --out bench.json --sweep    # also explore the Triton launch knobs
-    python3 bench/bench_scan.py --out bench.json --bwd-impls serial,chunked
-        # also time Triton fwd+bwd once per backward implementation (scan_triton._TUNING["bwd_impl"]):
-        # keys fwd_bwd_ms_<impl>, grad_rel_err_<impl> (vs torch) and bwd_impl_grad_rel_diff (max
-        # relative gradient difference of each implementation against the first one)
-    python3 bench/bench_scan.py --out bench.json --chunked-sweep --sweep-only
-        # explore the chunked backward's knobs (BLOCK_D target, warps, flip vs scratch)
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -134,8 +127,13 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
-def time_fwd_bwd(fn, x, iters) -> tuple[float, float]:
-    """Forward+backward timing (ms) and peak memory (GB)."""
+def run_backend(fn, x, iters):
+    """Forward and forward+backward timings (ms), peak memory (GB), output and gradients."""
+    res = {}
+    with torch.no_grad():
+        torch.cuda.reset_peak_memory_stats()
+        res["fwd_ms"] = time_cuda(lambda: call(fn, x), iters=iters)
+        res["fwd_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in x.items()}
     dy = torch.randn_like(x["u"])
 
@@ -145,58 +143,8 @@ def time_fwd_bwd(fn, x, iters) -> tuple[float, float]:
         call(fn, leaves).backward(dy)
 
     torch.cuda.reset_peak_memory_stats()
-    ms = time_cuda(fwd_bwd, iters=iters)
-    return ms, torch.cuda.max_memory_allocated() / 1e9
-
-
-def run_backend(fn, x, iters):
-    """Forward and forward+backward timings (ms), peak memory (GB), output and gradients."""
-    res = {}
-    with torch.no_grad():
-        torch.cuda.reset_peak_memory_stats()
-        res["fwd_ms"] = time_cuda(lambda: call(fn, x), iters=iters)
-        res["fwd_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    res["fwd_bwd_ms"], res["fwd_bwd_peak_gb"] = time_fwd_bwd(fn, x, iters)
-    return res
-
-
-@contextlib.contextmanager
-def triton_bwd_impl(impl: str):
-    """Run with scan_triton._TUNING["bwd_impl"] = impl (and $FUSIONMAMBA_TRITON_BWD unset)."""
-    from fusionmamba_cli.ops import scan_triton as st
-
-    old, env = st._TUNING["bwd_impl"], os.environ.pop(st._BWD_ENV, None)
-    st._TUNING["bwd_impl"] = impl
-    try:
-        yield
-    finally:
-        st._TUNING["bwd_impl"] = old
-        if env is not None:
-            os.environ[st._BWD_ENV] = env
-
-
-def run_bwd_impls(fn, x, impls, iters, x_ref=None, g_ref=None) -> dict:
-    """Triton fwd+bwd once per backward implementation: timings, peak memory, gradient parity
-    against the torch reference (when given) and the max relative gradient difference of each
-    implementation against the first one (on the full batch)."""
-    res, grads = {}, {}
-    for impl in impls:
-        with triton_bwd_impl(impl):
-            try:
-                res[f"fwd_bwd_ms_{impl}"], res[f"fwd_bwd_peak_gb_{impl}"] = time_fwd_bwd(fn, x, iters)
-                grads[impl] = outputs(fn, x)[1]
-                if g_ref:
-                    g = outputs(fn, x_ref)[1]
-                    res[f"grad_rel_err_{impl}"] = max(rel_err(g[k], g_ref[k]) for k in GRAD_NAMES)
-            except torch.cuda.OutOfMemoryError as exc:
-                res[f"error_{impl}"] = f"OOM: {str(exc)[:120]}"
-            except Exception as exc:  # noqa: BLE001
-                res[f"error_{impl}"] = repr(exc)[:300]
-            torch.cuda.empty_cache()
-    if impls and impls[0] in grads:
-        first = grads[impls[0]]
-        res["bwd_impl_grad_rel_diff"] = {
-            impl: max(rel_err(g[k], first[k]) for k in GRAD_NAMES) for impl, g in grads.items() if impl != impls[0]}
+    res["fwd_bwd_ms"] = time_cuda(fwd_bwd, iters=iters)
+    res["fwd_bwd_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
     return res
 
 
@@ -240,8 +188,6 @@ def bench_shapes(backends, args) -> list[dict]:
                     row["parity_batch"] = ref_batch
                     row["y_rel_err"] = rel_err(y, y_ref)
                     row["grad_rel_err"] = {k: rel_err(g[k], g_ref[k]) for k in GRAD_NAMES}
-                if name == "triton" and args.bwd_impls and "fwd_bwd_ms" in row:
-                    row.update(run_bwd_impls(fn, x, args.bwd_impls, args.iters, x_ref, g_ref))
             except torch.cuda.OutOfMemoryError as exc:
                 row["error"] = f"OOM: {str(exc)[:120]}"
             except Exception as exc:  # noqa: BLE001
@@ -249,7 +195,7 @@ def bench_shapes(backends, args) -> list[dict]:
             torch.cuda.empty_cache()
             rows.append(row)
             print(f"{shp['label']:<32} {name:<10} " + json.dumps({k: row[k] for k in row if k.endswith(
-                ("_ms", "rel_err", "error", "rel_diff")) or k.startswith(("fwd_bwd_ms_", "error_"))}), flush=True)
+                ("_ms", "rel_err", "error"))}), flush=True)
             write_json(args.out, {"rows": rows})
         del x, x_ref, y_ref, g_ref
         torch.cuda.empty_cache()
@@ -312,57 +258,6 @@ def sweep(args) -> dict:
     return out
 
 
-def chunked_sweep(args) -> list:
-    """Time Triton fwd+bwd with the chunked backward under different knobs (serial as baseline)."""
-    from fusionmamba_cli.ops import scan_triton as st
-
-    base = dict(st._TUNING)
-    out = []
-    shapes = [(1, 256, 16384, 16), (16, 768, 1024, 16), (16, 256, 16384, 16)]
-    # (bwd_impl, chunk, chunked_programs_per_sm, chunked_warps, chunked_reverse, block_d)
-    cfgs = [("serial", 128, None, None, None, None),
-            ("chunked", 128, 16, (4, 1, 4), "flip", None),
-            ("chunked", 128, 16, (4, 1, 4), "scratch", None),
-            ("chunked", 128, 8, (4, 1, 4), "flip", None),
-            ("chunked", 128, 32, (4, 1, 4), "flip", None),
-            ("chunked", 128, 64, (4, 1, 4), "flip", None),
-            ("chunked", 128, 16, (2, 1, 2), "flip", None),
-            ("chunked", 128, 16, (4, 2, 8), "flip", None),
-            ("chunked", 64, 16, (2, 1, 2), "flip", None)]
-    for b, ch, length, n in shapes:
-        if estimate_gb("triton", b, ch, length, n, True) > args.max_gb:
-            continue
-        x = make_inputs(b, ch, length, n)
-        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in x.items()}
-        dy = torch.randn_like(x["u"])
-        for impl, chunk, per_sm, warps, reverse, block_d in cfgs:
-            st._TUNING.update(base)
-            if per_sm is not None:
-                st._TUNING.update(chunked_programs_per_sm=per_sm, chunked_warps=warps, chunked_reverse=reverse)
-
-            def fwd_bwd(leaves=leaves, dy=dy, chunk=chunk, block_d=block_d):
-                for v in leaves.values():
-                    v.grad = None
-                y = st.selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
-                                             leaves["D"], leaves["delta_bias"], True, chunk=chunk, block_d=block_d)
-                y.backward(dy)
-
-            rec = {"shape": [b, ch, length, n], "bwd_impl": impl, "chunk": chunk, "programs_per_sm": per_sm,
-                   "warps": warps, "reverse": reverse, "block_d": block_d}
-            try:
-                with triton_bwd_impl(impl):
-                    rec["fwd_bwd_ms"] = time_cuda(fwd_bwd, iters=10)
-            except Exception as exc:  # noqa: BLE001
-                rec["error"] = repr(exc)[:200]
-            out.append(rec)
-            print("chunked sweep", json.dumps(rec), flush=True)
-            write_json(args.out, {"chunked_sweep": out})
-        x = leaves = dy = None
-        torch.cuda.empty_cache()
-    st._TUNING.update(base)
-    return out
-
-
 _RESULTS: dict = {}
 
 
@@ -376,30 +271,16 @@ def fmt(v, spec=".3f"):
     return "-" if v is None else format(v, spec)
 
 
-def markdown(rows, bwd_impls=()) -> str:
-    head = "| shape (label) | batch | K*D | L | N | backend | fwd ms | fwd+bwd ms | y rel err | max grad rel err |"
-    rule = "|---|---|---|---|---|---|---|---|---|---|"
-    for impl in bwd_impls:
-        head += f" fwd+bwd ms {impl} | grad rel err {impl} |"
-        rule += "---|---|"
-    if len(bwd_impls) > 1:
-        head += f" max grad rel diff vs {bwd_impls[0]} |"
-        rule += "---|"
-    lines = [head, rule]
+def markdown(rows) -> str:
+    lines = ["| shape (label) | batch | K*D | L | N | backend | fwd ms | fwd+bwd ms | y rel err | max grad rel err |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gmax = max(r["grad_rel_err"].values()) if r.get("grad_rel_err") else None
         note = r.get("skipped") or r.get("error")
         fwd = fmt(r.get("fwd_ms")) if not note else note
-        line = (f"| {r['label']} | {r['batch']} | {r['channels']} | {r['length']} | {r['n_state']} | "
-                f"{r['backend']} | {fwd} | {fmt(r.get('fwd_bwd_ms'))} | {fmt(r.get('y_rel_err'), '.1e')} | "
-                f"{fmt(gmax, '.1e')} |")
-        for impl in bwd_impls:
-            ms = r.get(f"error_{impl}") or fmt(r.get(f"fwd_bwd_ms_{impl}"))
-            line += f" {ms} | {fmt(r.get(f'grad_rel_err_{impl}'), '.1e')} |"
-        if len(bwd_impls) > 1:
-            diffs = r.get("bwd_impl_grad_rel_diff") or {}
-            line += f" {fmt(max(diffs.values()) if diffs else None, '.1e')} |"
-        lines.append(line)
+        lines.append(f"| {r['label']} | {r['batch']} | {r['channels']} | {r['length']} | {r['n_state']} | "
+                     f"{r['backend']} | {fwd} | {fmt(r.get('fwd_bwd_ms'))} | {fmt(r.get('y_rel_err'), '.1e')} | "
+                     f"{fmt(gmax, '.1e')} |")
     return "\n".join(lines)
 
 
@@ -410,19 +291,7 @@ def main() -> None:
     parser.add_argument("--max-gb", type=float, default=20.0, help="skip combos estimated above this")
     parser.add_argument("--sweep", action="store_true", help="also sweep the Triton launch knobs")
     parser.add_argument("--sweep-only", action="store_true", help="only the knob sweep")
-    parser.add_argument("--bwd-impls", default="",
-                        help="comma-separated Triton backward implementations (serial,chunked) to time "
-                             "fwd+bwd with, each as its own columns")
-    parser.add_argument("--chunked-sweep", action="store_true",
-                        help="also sweep the chunked backward's knobs (with --sweep-only: only the sweeps)")
     args = parser.parse_args()
-    args.bwd_impls = [s.strip() for s in args.bwd_impls.split(",") if s.strip()]
-    if args.bwd_impls:
-        from fusionmamba_cli.ops import scan_triton as st
-
-        unknown = [s for s in args.bwd_impls if s not in st._BWD_IMPLS]
-        if unknown:
-            parser.error(f"unknown --bwd-impls {unknown}; expected some of {st._BWD_IMPLS}")
     if not torch.cuda.is_available():
         sys.exit("bench_scan.py needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -433,15 +302,13 @@ def main() -> None:
             "triton": triton.__version__, "cuda": torch.version.cuda, "k_directions": K}
     write_json(args.out, {"meta": meta})
     print(json.dumps(meta))
-    if args.sweep or (args.sweep_only and not args.chunked_sweep):
+    if args.sweep or args.sweep_only:
         sweep(args)
-    if args.chunked_sweep:
-        chunked_sweep(args)
-    if args.sweep_only:
-        return
+        if args.sweep_only:
+            return
     backends = load_backends()
     rows = bench_shapes(backends, args)
-    table = markdown(rows, args.bwd_impls)
+    table = markdown(rows)
     print()
     print(table)
     write_json(args.out, {"rows": rows, "markdown": table})

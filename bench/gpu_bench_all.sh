@@ -2,7 +2,7 @@
 # All GPU numbers of BENCHMARKS.md in one device call (results in $OUT):
 #   model.jsonl   fusionmamba benchmark rows: compact/official, 256-2048 px, batch 1/16, fp32/bf16,
 #                 CUDA graphs on/off, triton vs torch scan
-#   bench_scan.json  scan backends side by side (torch, triton serial/chunked backward, mamba-ssm)
+#   bench_scan.json  scan backends side by side (torch, triton, mamba-ssm)
 # Needs scratch/tools (mamba-ssm build script + sdist) carried; see bench/run_scan_bench_gpu.sh.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -23,5 +23,5 @@ if [[ -d scratch/tools ]]; then
   bash scratch/tools/build-mamba-ssm-on-gpu.sh scratch/tools/mamba_ssm-*.tar.gz 2>&1 | tail -3
   run --preset official --size 256 --scan-backend mamba_ssm
   run --preset compact --size 256 --scan-backend mamba_ssm
-  python3 bench/bench_scan.py --out "$OUT/bench_scan.json" --bwd-impls serial,chunked 2>&1 | tail -30
+  python3 bench/bench_scan.py --out "$OUT/bench_scan.json" 2>&1 | tail -30
 fi

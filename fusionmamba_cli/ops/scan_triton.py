@@ -11,13 +11,9 @@ is needed, TL = CHUNK (default 128) and the state entering every tile is saved:
 (batch, K*D, ceil(L/CHUNK), N) fp32, i.e. N/CHUNK of the size of u, never the O(N*L) history.
 Without gradients TL and the warp count follow the programs-per-SM rules in `_TUNING`.
 
-Backward, two implementations, chosen by `_TUNING["bwd_impl"]` ("serial", the default, or
-"chunked"); the environment variable FUSIONMAMBA_TRITON_BWD=serial|chunked, when set, overrides it
-each time a backward runs. Both give the same gradients (to fp32 rounding) and the same outputs.
-
-Serial backward: one program per (batch, block of BLOCK_D consecutive channels of one group). It
-walks the tiles in reverse; for each tile and each channel of the block it recomputes the tile's
-states from the saved entering state (forward-order scan), writes them to a small per-program scratch buffer
+Backward: one program per (batch, block of BLOCK_D consecutive channels of one group). It walks the
+tiles in reverse; for each tile and each channel of the block it recomputes the tile's states from
+the saved entering state (forward-order scan), writes them to a small per-program scratch buffer
 (N x CHUNK fp32) and reads them back in reversed time order, along with h_{t-1} (one step further
 back; the saved state at the tile start). Triton's `reverse=True` scan is unreliable for
 non-commutative combines, so every reverse-time quantity is loaded in reversed order and scanned
@@ -32,33 +28,6 @@ dB/dC are summed over the block's channels in registers and written as determini
 partials (batch, K*D/BLOCK_D, N, L), reduced over the blocks of each group with torch (BLOCK_D
 divides D and is picked so that there are enough programs and the partials stay under a memory
 budget). dD and ddelta_bias are plain reductions done with torch.
-
-Chunked backward: the serial walk's only dependency between tiles is the adjoint carry, a linear
-recurrence over tiles, so it runs in three launches. With tile i covering steps t0 = i*CHUNK ..
-t0+CHUNK-1 and G_i = g_{t0} the adjoint at its first step:
-    G_i = g_loc_i + P_i * G_{i+1},  G_{n_tiles} = 0,
-    g_loc_i = the adjoint at t0 computed inside the tile with zero incoming carry,
-    P_i = prod_{t=t0+1}^{t0+CHUNK} exp(dt_t A)   (the decay of the NEXT step, 0 at and beyond L),
-i.e. the last element of the per-tile reversed-time scan (cum_g, g_loc) of the serial kernel.
-  1. `_bwd_chunk_summary_kernel`, grid (n_tiles, channel blocks, batch): g_loc_i and P_i, each
-     (batch, K*D, n_tiles, N) fp32 (no state recomputation needed).
-  2. `_bwd_chunk_carry_kernel`, grid (batch*K*D,): solves the recurrence over the tiles in
-     reverse, a scan over blocks of `chunked_carry_tiles` tiles at a time; G overwrites g_loc
-     in place.
-  3. `_bwd_chunk_grad_kernel`, grid (n_tiles, channel blocks, batch): for each channel of the
-     block, h_{t-1} in forward order from the saved entering state by a scan over the steps shifted
-     by one (the tile's first entry is the identity), exp(dt_t A) h_{t-1} and h_t from it directly;
-     the adjoint scanned over reversed time from the carry G_{i+1}, then turned to forward time
-     order with `tl.flip` (or, with `_TUNING["chunked_reverse"] = "scratch"`, through a
-     per-program N_P2 x CHUNK global buffer, as large as one dB partial buffer); then the gradients
-     above in forward order (exp(dt A) h_{t-1} always exact: `exact_prev` and `bwd_maxnreg` apply
-     to the serial kernel only). dA is
-     written as per-tile partials (batch, n_tiles, K*D, N) summed with torch; dB/dC as the same
-     per-block partials (or atomics) as the serial kernel, so both stay deterministic.
-  Extra memory: three (batch, K*D, n_tiles, N) fp32 buffers, like the saved states. BLOCK_D counts
-  the tiles as programs (`chunked_programs_per_sm`), so it is larger than the serial one.
-  Measured on an H100 (BENCHMARKS.md): exact, but 1.1-1.8x slower than the serial backward at every
-  benchmarked shape, so "serial" stays the default.
 
 All arithmetic is fp32 (fp64 inputs are computed in fp32 too); y and the gradients are returned in
 the dtypes of their inputs. N may be any size (padded to a power of two with masks).
@@ -92,21 +61,7 @@ _TUNING = {
     "exact_prev": True,
     "programs_per_sm": 8,
     "bwd_maxnreg": None,  # register cap for the backward kernel (None: compiler's choice)
-    # backward implementation: "serial" (one program walks all tiles of its channels) or "chunked"
-    # (three launches, parallel over tiles); the environment variable FUSIONMAMBA_TRITON_BWD
-    # (serial/chunked), when set, overrides this at call time.
-    "bwd_impl": "serial",
-    # chunked backward: warps of (phase 1, phase 2, phase 3), programs per SM aimed at when picking
-    # BLOCK_D (tiles count as programs), and how phase 3 reverses the adjoint tile to forward time
-    # order: "flip" (tl.flip, in registers) or "scratch" (a per-program global buffer, N_P2*CHUNK
-    # fp32 per program, about the size of one dB partial buffer).
-    "chunked_warps": (4, 1, 4),
-    "chunked_programs_per_sm": 16,
-    "chunked_reverse": "flip",
-    "chunked_carry_tiles": 64,  # tiles per scan block of the carry pass (rounded up to a power of 2)
 }
-_BWD_IMPLS = ("serial", "chunked")
-_BWD_ENV = "FUSIONMAMBA_TRITON_BWD"
 # Upper bound for the fp32 dB/dC partial buffers of the deterministic backward (both together).
 _PARTIAL_BUDGET_BYTES = 512 * 1024 * 1024
 
@@ -369,182 +324,6 @@ def _scan_bwd_kernel(
     tl.store(dA_ptrs, dA_acc, mask=(rows[:, None] < block_d) & n_mask[None, :])
 
 
-@triton.jit
-def _bwd_chunk_summary_kernel(
-    delta_ptr, A_ptr, C_ptr, bias_ptr, dy_ptr, gloc_ptr, P_ptr,
-    L, L_row, channels, per_group, n_groups, N, n_tiles, block_d,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, TL: tl.constexpr,
-    ROW_ADJ: tl.constexpr,
-):
-    """Chunked backward, phase 1: per (tile, block of channels, batch), the adjoint at the tile's
-    first step with a zero incoming carry (g_loc) and the factor P that multiplies the carry."""
-    i = tl.program_id(0)
-    blk = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    c0 = blk * block_d
-    grp = c0 // per_group
-    n = tl.arange(0, N_P2)
-    n_mask = n < N
-    k = tl.arange(0, TL)
-    Lr = L_row + ROW_ADJ
-    C_base = C_ptr + (b * n_groups + grp) * N * Lr
-    nL = n[:, None] * Lr
-    last_k = k[None, :] == TL - 1
-
-    offs_r = i * TL + (TL - 1) - k  # reversed time order
-    m_r = offs_r < L
-    offs_r1 = offs_r + 1  # the step after, in reversed order
-    m_r1 = offs_r1 < L
-    C_r = tl.load(C_base + (nL + offs_r[None, :]), mask=n_mask[:, None] & m_r[None, :], other=0.0).to(tl.float32)
-    for j in range(block_d):
-        c = c0 + j
-        row = (b * channels + c) * L
-        A = tl.load(A_ptr + c * N + n, mask=n_mask, other=0.0).to(tl.float32)
-        bias = 0.0
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + c).to(tl.float32)
-        _, dt_r1 = _step_size(delta_ptr + row + offs_r1, m_r1, bias, HAS_BIAS, SOFTPLUS)
-        dy_r = tl.load(dy_ptr + row + offs_r, mask=m_r, other=0.0).to(tl.float32)
-        decay_r1 = tl.where(m_r1[None, :], tl.exp(dt_r1[None, :] * A[:, None]), 0.0)
-        cum_g, g_loc = tl.associative_scan((decay_r1, dy_r[None, :] * C_r), 1, _affine_combine)
-        dst = ((b * channels + c) * n_tiles + i) * N + n
-        tl.store(gloc_ptr + dst, tl.sum(tl.where(last_k, g_loc, 0.0), axis=1), mask=n_mask)
-        tl.store(P_ptr + dst, tl.sum(tl.where(last_k, cum_g, 0.0), axis=1), mask=n_mask)
-
-
-@triton.jit
-def _bwd_chunk_carry_kernel(
-    g_ptr, P_ptr, N, n_tiles,
-    N_P2: tl.constexpr, TB: tl.constexpr,
-):
-    """Chunked backward, phase 2: one program per (channel, batch) row of (n_tiles, N) summaries.
-    G_i = g_loc_i + P_i G_{i+1} (G_{n_tiles} = 0), the adjoint at the start of tile i, solved over
-    blocks of TB tiles in reverse (a scan per block, the last G carried to the next block);
-    G overwrites g_loc in place."""
-    base = tl.program_id(0).to(tl.int64) * n_tiles * N
-    n = tl.arange(0, N_P2)
-    r = tl.arange(0, TB)
-    n_mask = n < N
-    G = tl.zeros([N_P2], dtype=tl.float32)
-    for blk in range(tl.cdiv(n_tiles, TB)):
-        tiles = n_tiles - 1 - (blk * TB + r)  # reversed tile order, along axis 1 like the other scans
-        mask = n_mask[:, None] & (tiles >= 0)[None, :]
-        offs = n[:, None] + tiles[None, :] * N
-        P = tl.load(P_ptr + base + offs, mask=mask, other=0.0)
-        g = tl.load(g_ptr + base + offs, mask=mask, other=0.0)
-        cum_P, g_acc = tl.associative_scan((P, g), 1, _affine_combine)
-        Gs = g_acc + cum_P * G[:, None]
-        tl.store(g_ptr + base + offs, Gs, mask=mask)
-        G = tl.sum(tl.where((r == TB - 1)[None, :], Gs, 0.0), axis=1)
-
-
-@triton.jit
-def _bwd_chunk_grad_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr, G_ptr, scratch_ptr,
-    du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
-    L, L_row, channels, per_group, n_groups, N, n_tiles, block_d, n_blocks,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    N_P2: tl.constexpr, TL: tl.constexpr, ATOMIC: tl.constexpr, ROW_ADJ: tl.constexpr,
-    FLIP: tl.constexpr,
-):
-    """Chunked backward, phase 3: per (tile, block of channels, batch), the gradients of one tile,
-    with the adjoint carry G_{i+1} from phase 2. Gradients are formed in forward time order."""
-    i = tl.program_id(0)
-    blk = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    c0 = blk * block_d
-    grp = c0 // per_group
-    n = tl.arange(0, N_P2)
-    n_mask = n < N
-    k = tl.arange(0, TL)
-
-    Lr = L_row + ROW_ADJ
-    bc_row = (b * n_groups + grp) * N * Lr
-    B_base = B_ptr + bc_row
-    C_base = C_ptr + bc_row
-    part_row = (b * n_blocks + blk) * N * Lr
-    nL = n[:, None] * Lr
-    nT = n[:, None] * TL
-    scratch = scratch_ptr + ((b * n_blocks + blk) * n_tiles + i) * (N_P2 * TL)
-
-    t0 = i * TL
-    offs_f = t0 + k  # forward time order
-    m_f = offs_f < L
-    offs_p = offs_f - 1  # the step before, forward order (none for k = 0: identity)
-    m_p = (k > 0) & (offs_p < L)
-    offs_r = t0 + (TL - 1) - k  # reversed time order
-    m_r = offs_r < L
-    offs_r1 = offs_r + 1  # the step after, in reversed order
-    m_r1 = offs_r1 < L
-    mm_f = n_mask[:, None] & m_f[None, :]
-    B_f = tl.load(B_base + (nL + offs_f[None, :]), mask=mm_f, other=0.0).to(tl.float32)
-    B_p = tl.load(B_base + (nL + offs_p[None, :]), mask=n_mask[:, None] & m_p[None, :], other=0.0).to(tl.float32)
-    C_r = tl.load(C_base + (nL + offs_r[None, :]), mask=n_mask[:, None] & m_r[None, :], other=0.0).to(tl.float32)
-    dB_acc = tl.zeros([N_P2, TL], dtype=tl.float32)
-    dC_acc = tl.zeros([N_P2, TL], dtype=tl.float32)
-    next_mask = n_mask & (n * 0 + i + 1 < n_tiles)  # the later tile's carry; none after the last
-
-    for j in range(block_d):
-        c = c0 + j
-        row = (b * channels + c) * L
-        A = tl.load(A_ptr + c * N + n, mask=n_mask, other=0.0).to(tl.float32)
-        bias = 0.0
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + c).to(tl.float32)
-        st_row = ((b * channels + c) * n_tiles + i) * N
-
-        # 1) h_{t-1} in forward order: scan of the steps shifted by one from the saved entering state
-        u_f = tl.load(u_ptr + row + offs_f, mask=m_f, other=0.0).to(tl.float32)
-        raw_f, dt_f = _step_size(delta_ptr + row + offs_f, m_f, bias, HAS_BIAS, SOFTPLUS)
-        u_p = tl.load(u_ptr + row + offs_p, mask=m_p, other=0.0).to(tl.float32)
-        _, dt_p = _step_size(delta_ptr + row + offs_p, m_p, bias, HAS_BIAS, SOFTPLUS)
-        decay_p = tl.exp(dt_p[None, :] * A[:, None])  # 1 where masked (dt 0)
-        drive_p = (dt_p * u_p)[None, :] * B_p
-        cum_p, h_loc_p = tl.associative_scan((decay_p, drive_p), 1, _affine_combine)
-        h_in = tl.load(states_ptr + st_row + n, mask=n_mask, other=0.0)
-        h_prev = h_loc_p + cum_p * h_in[:, None]
-        dtu = dt_f * u_f
-        eh = tl.exp(dt_f[None, :] * A[:, None]) * h_prev  # exp(dt A) h_{t-1}, computed directly
-        h_f = eh + dtu[None, :] * B_f
-
-        # 2) adjoint, forward scan over reversed time from the carry G_{i+1}, then back to forward order
-        _, dt_r1 = _step_size(delta_ptr + row + offs_r1, m_r1, bias, HAS_BIAS, SOFTPLUS)
-        dy_r = tl.load(dy_ptr + row + offs_r, mask=m_r, other=0.0).to(tl.float32)
-        decay_r1 = tl.where(m_r1[None, :], tl.exp(dt_r1[None, :] * A[:, None]), 0.0)
-        cum_g, g_loc = tl.associative_scan((decay_r1, dy_r[None, :] * C_r), 1, _affine_combine)
-        g_next = tl.load(G_ptr + st_row + N + n, mask=next_mask, other=0.0)
-        g_r = g_loc + cum_g * g_next[:, None]
-        if FLIP:
-            g = tl.flip(g_r, 1)
-        else:  # through the per-program scratch buffer
-            tl.store(scratch + (nT + (TL - 1 - k)[None, :]), g_r)
-            tl.debug_barrier()
-            g = tl.load(scratch + (nT + k[None, :]))
-            tl.debug_barrier()
-
-        # 3) gradients, forward order
-        dy_f = tl.load(dy_ptr + row + offs_f, mask=m_f, other=0.0).to(tl.float32)
-        dB_acc += g * dtu[None, :]
-        dC_acc += dy_f[None, :] * h_f
-        du = dt_f * tl.sum(g * B_f, axis=0)
-        if HAS_D:
-            du = du + tl.load(D_ptr + c).to(tl.float32) * dy_f
-        ddt = tl.sum(g * (u_f[None, :] * B_f + A[:, None] * eh), axis=0)
-        if SOFTPLUS:
-            ddt = ddt * _dsoftplus(raw_f)
-        dA_row = tl.sum(g * dt_f[None, :] * eh, axis=1)
-        tl.store(dA_ptr + ((b * n_tiles + i) * channels + c) * N + n, dA_row, mask=n_mask)
-        tl.store(du_ptr + row + offs_f, du.to(du_ptr.dtype.element_ty), mask=m_f)
-        tl.store(ddelta_ptr + row + offs_f, ddt, mask=m_f)
-
-    if ATOMIC:  # dB, dC: (batch, K, N, L), zero-initialised, summed over blocks by atomics
-        tl.atomic_add(dB_ptr + bc_row + (nL + offs_f[None, :]), dB_acc, mask=mm_f, sem="relaxed")
-        tl.atomic_add(dC_ptr + bc_row + (nL + offs_f[None, :]), dC_acc, mask=mm_f, sem="relaxed")
-    else:  # deterministic per-block partials (batch, K*D/BLOCK_D, N, L)
-        tl.store(dB_ptr + part_row + (nL + offs_f[None, :]), dB_acc, mask=mm_f)
-        tl.store(dC_ptr + part_row + (nL + offs_f[None, :]), dC_acc, mask=mm_f)
-
-
 # --------------------------------------------------------------------------------------------
 # host side
 # --------------------------------------------------------------------------------------------
@@ -573,15 +352,13 @@ def _infer_config(programs: int, device: torch.device) -> tuple[int, int]:
 
 
 def _choose_block_d(batch: int, channels: int, per_group: int, n_state: int, length: int,
-                    device: torch.device, tiles: int = 1, programs_per_sm: int | None = None) -> int:
+                    device: torch.device) -> int:
     """Channels per backward program: as many as keep >= `programs_per_sm` programs per SM (fewer
     dB/dC partials), more if the partials would exceed the memory budget. Always a divisor of
-    `per_group` (one group per program). `tiles`: programs per block of channels (the chunked
-    backward runs one per tile)."""
+    `per_group` (one group per program)."""
     divisors = [d for d in range(1, per_group + 1) if per_group % d == 0]
-    per_sm = _TUNING["programs_per_sm"] if programs_per_sm is None else programs_per_sm
-    target = int(per_sm) * _num_sms(device)
-    fitting = [d for d in divisors if batch * tiles * (channels // d) >= target]
+    target = int(_TUNING["programs_per_sm"]) * _num_sms(device)
+    fitting = [d for d in divisors if batch * (channels // d) >= target]
     block = fitting[-1] if fitting else 1
     for d in divisors:
         if d < block:
@@ -590,15 +367,6 @@ def _choose_block_d(batch: int, channels: int, per_group: int, n_state: int, len
         if 2 * batch * (channels // d) * n_state * length * 4 <= _PARTIAL_BUDGET_BYTES:
             break
     return block
-
-
-def _bwd_impl() -> str:
-    """The backward implementation: $FUSIONMAMBA_TRITON_BWD when set, else _TUNING["bwd_impl"]."""
-    impl = (os.environ.get(_BWD_ENV) or "").strip().lower() or _TUNING["bwd_impl"]
-    if impl not in _BWD_IMPLS:
-        raise ValueError(f"unknown Triton backward implementation {impl!r} (from ${_BWD_ENV} or "
-                         f"_TUNING['bwd_impl']); expected one of {_BWD_IMPLS}")
-    return impl
 
 
 def _row_args(length: int, vectorise: bool) -> tuple[int]:
@@ -660,80 +428,38 @@ class _SelectiveScanTriton(torch.autograd.Function):
         per_group = channels // n_groups
         n_tiles = states.shape[2]
         dy = dy.contiguous()
-        impl = _bwd_impl()
-        chunked = impl == "chunked"
         if block_d is None:
-            if chunked:
-                block_d = _choose_block_d(batch, channels, per_group, n_state, length, u.device,
-                                          tiles=n_tiles, programs_per_sm=_TUNING["chunked_programs_per_sm"])
-            else:
-                block_d = _choose_block_d(batch, channels, per_group, n_state, length, u.device)
+            block_d = _choose_block_d(batch, channels, per_group, n_state, length, u.device)
         if per_group % block_d:
             raise ValueError(f"block_d={block_d} must divide the channels per group ({per_group})")
         n_blocks = channels // block_d
         n_p2 = _next_pow2(n_state)
         dev = u.device
         atomic = not _TUNING["deterministic"]
-        run = length > 0 and batch > 0 and channels > 0
 
         du = torch.empty_like(u)
         ddelta = torch.empty((batch, channels, length), device=dev, dtype=torch.float32)
-        # dA partials: (batch, channels, N) serial, (batch, n_tiles, channels, N) chunked
-        dA_part = torch.empty((batch, n_tiles, channels, n_state) if chunked else (batch, channels, n_state),
-                              device=dev, dtype=torch.float32)
+        dA_part = torch.empty((batch, channels, n_state), device=dev, dtype=torch.float32)
         if atomic:
             dB_part = torch.zeros((batch, n_groups, n_state, length), device=dev, dtype=torch.float32)
         else:
             dB_part = torch.empty((batch, n_blocks, n_state, length), device=dev, dtype=torch.float32)
         dC_part = torch.zeros_like(dB_part) if atomic else torch.empty_like(dB_part)
-        common = {"HAS_BIAS": delta_bias is not None, "SOFTPLUS": delta_softplus, "N_P2": n_p2, "TL": chunk,
-                  "ROW_ADJ": 0 if _TUNING["bwd_vec"] else 1}
-        D_arg = u if D is None else D
-        bias_arg = u if delta_bias is None else delta_bias
-        row_args = _row_args(length, _TUNING["bwd_vec"])
-        if run and chunked:
-            w1, w2, w3 = (int(w) for w in _TUNING["chunked_warps"])
-            flip = _TUNING["chunked_reverse"] == "flip"
-            if not flip and _TUNING["chunked_reverse"] != "scratch":
-                raise ValueError(f"_TUNING['chunked_reverse'] must be 'flip' or 'scratch', "
-                                 f"got {_TUNING['chunked_reverse']!r}")
-            # phase 1: per tile, the adjoint at its start with zero carry (g) and the carry factor (P)
-            g_buf = torch.empty((batch, channels, n_tiles, n_state), device=dev, dtype=torch.float32)
-            P_buf = torch.empty_like(g_buf)
-            grid = (n_tiles, n_blocks, batch)
-            _bwd_chunk_summary_kernel[grid](
-                delta, A, C, bias_arg, dy, g_buf, P_buf,
-                length, *row_args, channels, per_group, n_groups, n_state, n_tiles, block_d,
-                num_warps=w1, **common,
-            )
-            # phase 2: G_i = g_i + P_i G_{i+1}, in place over g
-            carry_tiles = _next_pow2(max(2, min(int(_TUNING["chunked_carry_tiles"]), n_tiles)))
-            _bwd_chunk_carry_kernel[(batch * channels,)](
-                g_buf, P_buf, n_state, n_tiles, N_P2=n_p2, TB=carry_tiles, num_warps=w2,
-            )
-            del P_buf
-            # phase 3: gradients per tile
-            scratch = torch.empty((batch * n_blocks * n_tiles * n_p2 * chunk,) if not flip else (1,),
-                                  device=dev, dtype=torch.float32)
-            _bwd_chunk_grad_kernel[grid](
-                u, delta, A, B, C, D_arg, bias_arg, dy, states, g_buf, scratch,
-                du, ddelta, dA_part, dB_part, dC_part,
-                length, *row_args, channels, per_group, n_groups, n_state, n_tiles, block_d, n_blocks,
-                HAS_D=D is not None, ATOMIC=atomic, FLIP=flip, num_warps=w3, **common,
-            )
-        elif run:
-            scratch = torch.empty((batch * n_blocks * n_p2 * chunk,), device=dev, dtype=torch.float32)
-            launch = {}
-            if _TUNING["bwd_maxnreg"] and not _interpreting():
-                launch["maxnreg"] = int(_TUNING["bwd_maxnreg"])
+        scratch = torch.empty((batch * n_blocks * n_p2 * chunk,), device=dev, dtype=torch.float32)
+        launch = {}
+        if _TUNING["bwd_maxnreg"] and not _interpreting():
+            launch["maxnreg"] = int(_TUNING["bwd_maxnreg"])
+        if length > 0 and batch > 0 and channels > 0:
             _scan_bwd_kernel[(n_blocks, batch)](
-                u, delta, A, B, C, D_arg, bias_arg, dy, states, scratch,
+                u, delta, A, B, C,
+                u if D is None else D, u if delta_bias is None else delta_bias, dy, states, scratch,
                 du, ddelta, dA_part, dB_part, dC_part,
-                length, *row_args, channels, per_group, n_groups, n_state, n_tiles,
+                length, *_row_args(length, _TUNING["bwd_vec"]), channels, per_group, n_groups, n_state, n_tiles,
                 block_d, n_blocks,
-                HAS_D=D is not None, BD_P2=_next_pow2(block_d), ATOMIC=atomic,
-                EXACT_PREV=bool(_TUNING["exact_prev"]), num_warps=int(_TUNING["bwd_warps"]),
-                **common, **launch,
+                HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+                N_P2=n_p2, TL=chunk, BD_P2=_next_pow2(block_d), ATOMIC=atomic,
+                ROW_ADJ=0 if _TUNING["bwd_vec"] else 1, EXACT_PREV=bool(_TUNING["exact_prev"]), num_warps=int(_TUNING["bwd_warps"]),
+                **launch,
             )
         else:
             for t in (du, ddelta, dA_part, dB_part, dC_part):
@@ -745,7 +471,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
             blocks_per_group = per_group // block_d
             dB = dB_part.view(batch, n_groups, blocks_per_group, n_state, length).sum(2).to(B.dtype)
             dC = dC_part.view(batch, n_groups, blocks_per_group, n_state, length).sum(2).to(C.dtype)
-        dA = dA_part.reshape(-1, channels, n_state).sum(0).to(A.dtype)
+        dA = dA_part.sum(0).to(A.dtype)
         dD = None
         if D is not None and ctx.needs_input_grad[5]:
             dD = (dy.float() * u.float()).sum((0, 2)).to(D.dtype)
