@@ -460,6 +460,8 @@ def _time_one(
                         f"({str(exc).splitlines()[0][:200]}); use fp32" + (" or bf16" if dtype == torch.float16 else "")
                     ) from None
                 raise
+            if device.type == "cuda" and runner.enabled:
+                forward()  # a shape's second call captures its CUDA graph: never timed
             latency = measure_latency(forward, device, warmup=max(0, warmup - 1), repeat=repeat)
     except (RuntimeError, MemoryError) as exc:
         if not _is_oom(exc) and not isinstance(exc, MemoryError):

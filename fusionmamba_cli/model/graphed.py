@@ -3,9 +3,10 @@ whose Python/launch overhead dominates on a GPU (see BENCHMARKS.md), so for each
 forward is captured once and replayed as one graph afterwards.
 
 `GraphedForward(model)(x1, x2)` behaves like `model(x1, x2)` under `torch.inference_mode()`: same
-outputs, a fresh tensor each call. It runs the model eagerly when graphs do not apply (CPU tensors,
-gradients enabled, disabled by FUSIONMAMBA_CUDA_GRAPHS=0) and falls back to eager for good, with one
-warning, if a capture fails.
+outputs, a fresh tensor each call. A shape's first call runs eagerly (a one-off size, e.g. in a folder
+of mixed sizes, would pay the capture for nothing); its second call captures; later calls replay. It
+runs the model eagerly when graphs do not apply (CPU tensors, gradients enabled, disabled by
+FUSIONMAMBA_CUDA_GRAPHS=0) and falls back to eager for good, with one warning, if a capture fails.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 
 ENV_VAR = "FUSIONMAMBA_CUDA_GRAPHS"
 DEFAULT_MAX_GRAPHS = 4  # shapes kept captured at once (each holds its own activation memory)
-WARMUP_CALLS = 2  # eager calls on a side stream before capture: compiles kernels, settles allocations
+MAX_SEEN_SHAPES = 256  # shapes remembered as seen once (a capture waits for a shape's second call)
+WARMUP_CALLS = 2  # eager side-stream calls before capture: compiles kernels, settles allocations
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GraphKey = tuple[tuple[int, ...], tuple[int, ...], torch.dtype, torch.device]
@@ -50,6 +52,7 @@ class GraphedForward:
         self.enabled = enabled and graphs_enabled_by_env()
         self.failure: str | None = None  # why graphs were switched off, if a capture failed
         self._graphs: OrderedDict[GraphKey, _Captured] = OrderedDict()
+        self._seen: OrderedDict[GraphKey, None] = OrderedDict()
 
     @property
     def captured_shapes(self) -> list[tuple[int, ...]]:
@@ -64,6 +67,8 @@ class GraphedForward:
             return self.forward(first, second)
         key: GraphKey = (tuple(first.shape), tuple(second.shape), first.dtype, first.device)
         captured = self._graphs.get(key)
+        if captured is None and not self._seen_before(key):
+            return self.forward(first, second)
         if captured is None:
             try:
                 captured = self._capture(first, second)
@@ -80,6 +85,15 @@ class GraphedForward:
         captured.second.copy_(second)
         captured.graph.replay()
         return captured.output.clone()  # the next replay overwrites the static output
+
+    def _seen_before(self, key: GraphKey) -> bool:
+        """True from a shape's second call on; remembers the first (bounded, least recent dropped)."""
+        if key in self._seen:
+            return True
+        self._seen[key] = None
+        while len(self._seen) > MAX_SEEN_SHAPES:
+            self._seen.popitem(last=False)
+        return False
 
     def clear(self) -> None:
         """Drop every captured graph (and the memory it holds)."""

@@ -60,22 +60,26 @@ def test_environment_variable_turns_graphs_off(monkeypatch):
     assert not GraphedForward(lambda a, b: a + b, enabled=False).enabled
 
 
-def test_replays_give_fresh_outputs_and_lru_evicts(monkeypatch):
+def test_second_call_of_a_shape_captures_then_replays_and_lru_evicts(monkeypatch):
     runner = GraphedForward(lambda a, b: torch.maximum(a, b) * 2, max_graphs=2)
     capture, captures = _fake_capture(runner)
     monkeypatch.setattr(runner, "applies_to", lambda first: True)
     monkeypatch.setattr(runner, "_capture", capture)
     with torch.inference_mode():
+        a0, b0 = _pair((1, 1, 8, 8), seed=0)
         a1, b1 = _pair((1, 1, 8, 8), seed=1)
         a2, b2 = _pair((1, 1, 8, 8), seed=2)
-        out1 = runner(a1, b1)
-        out2 = runner(a2, b2)  # same shape: replay, not a new capture
+        assert torch.equal(runner(a0, b0), torch.maximum(a0, b0) * 2)
+        assert captures == []  # a shape's first call runs eagerly
+        out1 = runner(a1, b1)  # second call: captured
+        out2 = runner(a2, b2)  # third: replayed, not captured again
         assert captures == [(1, 1, 8, 8)]
-        assert torch.equal(out1, torch.maximum(a1, b1) * 2)  # not overwritten by the second replay
+        assert torch.equal(out1, torch.maximum(a1, b1) * 2)  # not overwritten by the later replay
         assert torch.equal(out2, torch.maximum(a2, b2) * 2)
-        runner(*_pair((1, 1, 16, 16)))
-        runner(*_pair((2, 1, 8, 8)))  # third shape: the least recently used (8x8) is dropped
-    assert runner.captured_shapes == [(1, 1, 16, 16), (2, 1, 8, 8)]
+        for shape in ((1, 1, 16, 16), (2, 1, 8, 8)):  # two more shapes, each called twice
+            runner(*_pair(shape))
+            runner(*_pair(shape))
+    assert runner.captured_shapes == [(1, 1, 16, 16), (2, 1, 8, 8)]  # least recently used 8x8 dropped
     assert len(captures) == 3
 
 
@@ -94,6 +98,7 @@ def test_failed_capture_warns_once_and_runs_eagerly(monkeypatch):
 
     monkeypatch.setattr(runner, "_capture", broken_capture)
     x1, x2 = _pair()
+    assert torch.equal(runner(x1, x2), x1 - x2)  # first call of the shape: eager, no capture yet
     with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
         out = runner(x1, x2)
     assert torch.equal(out, x1 - x2)
@@ -120,7 +125,8 @@ def test_graphed_network_matches_eager_on_cuda(preset):
     model = create_model(preset).eval().cuda()
     runner = GraphedForward(model)
     with torch.inference_mode():
-        for shape, seed in (((1, 1, 64, 64), 0), ((1, 1, 64, 64), 1), ((2, 1, 48, 80), 2)):
+        for shape, seed in (((1, 1, 64, 64), 0), ((1, 1, 64, 64), 1), ((1, 1, 64, 64), 2),
+                            ((2, 1, 48, 80), 3), ((2, 1, 48, 80), 4)):
             x1, x2 = _pair(shape, seed, "cuda")
             expected = model(x1, x2)
             got = runner(x1, x2)
