@@ -72,9 +72,10 @@ class GraphedForward:
         if captured is None:
             try:
                 captured = self._capture(first, second)
-            except torch.cuda.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:  # graphs keep their memory: free them, run this call eagerly
                 self.clear()
-                raise
+                torch.cuda.empty_cache()
+                return self.forward(first, second)
             except Exception as exc:  # noqa: BLE001 - any capture problem means: run eagerly from now on
                 self._disable(exc)
                 return self.forward(first, second)

@@ -108,6 +108,27 @@ def test_failed_capture_warns_once_and_runs_eagerly(monkeypatch):
         assert torch.equal(runner(x1, x2), x1 - x2)  # eager from now on, no second warning
 
 
+def test_out_of_memory_at_capture_frees_graphs_and_runs_eagerly(monkeypatch):
+    runner = GraphedForward(lambda a, b: a + b)
+    capture, _ = _fake_capture(runner)
+    monkeypatch.setattr(runner, "applies_to", lambda first: True)
+    monkeypatch.setattr(runner, "_capture", capture)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    x1, x2 = _pair()
+    runner(x1, x2)
+    runner(x1, x2)
+    assert runner.captured_shapes == [(1, 1, 32, 32)]
+
+    def out_of_memory(first, second):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(runner, "_capture", out_of_memory)
+    y1, y2 = _pair((1, 1, 16, 16))
+    runner(y1, y2)
+    assert torch.equal(runner(y1, y2), y1 + y2)  # second call: capture runs out of memory -> eager
+    assert runner.captured_shapes == [] and runner.enabled  # graphs freed, still on for later
+
+
 def test_gradients_enabled_run_eagerly(monkeypatch):
     runner = GraphedForward(lambda a, b: a * b)
     monkeypatch.setattr(runner, "_capture", lambda *a: pytest.fail("must not capture with autograd on"))
