@@ -353,6 +353,24 @@ def _pairs(tmp_path: Path, count: int, size=(24, 32)) -> tuple[Path, Path]:
     return first, second
 
 
+def _interrupt_third_write(monkeypatch, keep, then) -> None:
+    """Make the 3rd image write put `keep(payload)` bytes on disk, then call `then()` (which raises
+    or signals) before the rest is written; every other write goes through."""
+    from fusionmamba_cli.imaging import io as image_io
+
+    real_write = image_io._write_all
+    calls = []
+
+    def write(fd, payload):
+        calls.append(1)
+        if len(calls) == 3:
+            real_write(fd, bytes(payload)[: keep(payload)])
+            then()
+        real_write(fd, payload)
+
+    monkeypatch.setattr(image_io, "_write_all", write)
+
+
 def test_disk_full_mid_batch(tmp_path, capsys, micro_weights, monkeypatch):
     """ENOSPC on the 3rd write (after half of it reached the disk): that pair fails with one line,
     the batch goes on, no partial or temp file remains."""
@@ -360,16 +378,11 @@ def test_disk_full_mid_batch(tmp_path, capsys, micro_weights, monkeypatch):
 
     first, second = _pairs(tmp_path, 5)
     real_write = image_io._write_all
-    calls = []
 
-    def failing_write(fd, payload):
-        calls.append(1)
-        if len(calls) == 3:
-            real_write(fd, bytes(payload)[: len(payload) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_write(fd, payload)
+    def disk_full():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(image_io, "_write_all", failing_write)
+    _interrupt_third_write(monkeypatch, keep=lambda payload: len(payload) // 2, then=disk_full)
     out = tmp_path / "out"
     result = run_cli(capsys, "fuse", first, second, "-o", out, "-w", micro_weights, "--device", "cpu")
     assert result.code == 1
@@ -491,20 +504,12 @@ def test_sigterm_mid_write_leaves_no_temp_file(tmp_path, capsys, micro_weights, 
     outputs already written stay complete, exit 130."""
     import signal
 
-    from fusionmamba_cli.imaging import io as image_io
-
     first, second = _pairs(tmp_path, 4)
-    real_write = image_io._write_all
-    calls = []
 
-    def write_then_terminated(fd, payload):
-        calls.append(1)
-        if len(calls) == 3:
-            real_write(fd, bytes(payload)[:10])
-            os.kill(os.getpid(), signal.SIGTERM)  # delivered here: the handler raises KeyboardInterrupt
-        real_write(fd, payload)
+    def terminated():
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered here: the handler raises KeyboardInterrupt
 
-    monkeypatch.setattr(image_io, "_write_all", write_then_terminated)
+    _interrupt_third_write(monkeypatch, keep=lambda payload: 10, then=terminated)
     out = tmp_path / "out"
     result = run_cli(capsys, "fuse", first, second, "-o", out, "-w", micro_weights, "--device", "cpu")
     assert result.code == 130 and "Traceback" not in result.err
