@@ -3,7 +3,9 @@
 #   model.jsonl   fusionmamba benchmark rows: compact/official, 256-2048 px, batch 1/16, fp32/bf16,
 #                 CUDA graphs on/off, triton vs torch scan
 #   bench_scan.json  scan backends side by side (torch, triton, mamba-ssm)
-# Needs scratch/tools (mamba-ssm build script + sdist) carried; see bench/run_scan_bench_gpu.sh.
+# For the mamba-ssm columns, first here: mkdir -p scratch/tools && cp ../shared/tools/build-mamba-ssm-on-gpu.sh
+# ../shared/tools/mamba_ssm-*.tar.gz scratch/tools/, and carry scratch/tools (the build takes ~3 min there).
+# Without it the scan benchmark is skipped. Scan only: python3 bench/bench_scan.py --out "$OUT/bench_scan.json".
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name --format=csv,noheader
