@@ -26,7 +26,7 @@ from fusionmamba_cli.cli.common import (
 )
 from fusionmamba_cli.datasets import default_data_root
 from fusionmamba_cli.model import list_presets
-from fusionmamba_cli.training.losses import LossWeights
+from fusionmamba_cli.training.losses import INTENSITY_NORMS, LossWeights
 from fusionmamba_cli.training.trainer import TrainConfig, train
 
 
@@ -43,6 +43,7 @@ def train_command(
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Linear warm-up steps.")] = 0,
     crop: Annotated[int, typer.Option("--crop", min=16, help="Random crop size.")] = 128,
     loss_weights: Annotated[str, typer.Option("--loss-weights", help="int,text,ssim weights, or 'paper' (1,1,10) / 'code' (10,10,1). 0 switches a term off.")] = "code",
+    intensity_loss: Annotated[str, typer.Option("--intensity-loss", help="Norm of the intensity term: l1 (the authors' code) or l2 (squared error, the paper's Eq. 11).")] = "l1",
     amp: Annotated[bool, typer.Option("--amp", help="bf16 autocast on GPU.")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     save_every: Annotated[int, typer.Option("--save-every", min=1, help="Checkpoint every N steps (and at the end).")] = 500,
@@ -62,6 +63,8 @@ def train_command(
         raise UsageError(f"--lr-schedule {lr_schedule!r}: choose constant or cosine")
     if preset not in list_presets():
         raise UsageError(f"--preset {preset!r}: choose one of {', '.join(list_presets())}")
+    if intensity_loss not in INTENSITY_NORMS:
+        raise UsageError(f"--intensity-loss {intensity_loss!r}: choose {' or '.join(INTENSITY_NORMS)}")
     try:
         weights = LossWeights.parse(loss_weights)
     except ValueError as exc:
@@ -77,7 +80,7 @@ def train_command(
     config = TrainConfig(
         data=str(data), tasks=tasks, out=str(out), preset=preset, steps=steps, batch_size=batch_size, lr=lr,
         crop=crop, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
-        amp=amp, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
+        intensity_loss=intensity_loss, amp=amp, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
         init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,
         time_limit_min=time_limit, lr_schedule=lr_schedule, warmup_steps=warmup, deterministic=deterministic,
     )

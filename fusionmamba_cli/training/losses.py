@@ -1,11 +1,15 @@
 """The paper's fusion losses (section 3.6, Eq. 9-12), on (B, 1, H, W) tensors in [0, 1].
 
 L_total = a1 * L_int + a2 * L_text + a3 * L_ssim with
-    L_int  = mean |F - max(I1, I2)|                          (Eq. 11; L1 as in the authors' code)
+    L_int  = mean |F - max(I1, I2)|  or  mean (F - max(I1, I2))^2
+                                                             (Eq. 11: the paper writes the L2 norm,
+                                                             the authors' code uses L1; both offered)
     L_text = mean | |grad F| - max(|grad I1|, |grad I2|) |   (Eq. 10; Sobel, |gx| + |gy|)
     L_ssim = (1 - SSIM(I1, F)) / 2 + (1 - SSIM(I2, F)) / 2    (Eq. 12; 11x11 Gaussian, sigma 1.5)
 Paper weights (1, 1, 10); the authors' code uses (10, 10, 1). A weight of 0 switches a term off
-(the Table 8 ablations).
+(the Table 8 ablations). The norm matters beyond scale: L1 has a kink at max(I1, I2), so a network
+that can output max(I1, I2) exactly stays there; the squared error has zero slope there and lets the
+texture and SSIM terms pull the output away from it (BENCHMARKS.md, training round 4).
 """
 
 from __future__ import annotations
@@ -74,13 +78,21 @@ class LossWeights:
         return cls(*parts)
 
 
-def fusion_loss(fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor, weights: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and its terms. `fused` is the raw network output (see training docs: not clamped,
-    so pixels outside [0, 1] still get a gradient back into range)."""
+INTENSITY_NORMS = ("l1", "l2")
+
+
+def fusion_loss(fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor, weights: LossWeights,
+                intensity_norm: str = "l1") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its (detached, on-device) terms. `fused` is the raw network output (not
+    clamped, so pixels outside [0, 1] still get a gradient back into range). `intensity_norm` is
+    "l1" (mean absolute error, the authors' code) or "l2" (mean squared error, the paper's Eq. 11)."""
+    if intensity_norm not in INTENSITY_NORMS:
+        raise ValueError(f"intensity norm must be one of {INTENSITY_NORMS}, got {intensity_norm!r}")
     fused, i1, i2 = fused.float(), i1.float(), i2.float()
     terms: dict[str, torch.Tensor] = {}
     if weights.intensity:
-        terms["int"] = (fused - torch.maximum(i1, i2)).abs().mean()
+        error = fused - torch.maximum(i1, i2)
+        terms["int"] = error.abs().mean() if intensity_norm == "l1" else error.square().mean()
     if weights.texture:
         target = torch.maximum(sobel_magnitude(i1), sobel_magnitude(i2))
         terms["text"] = (sobel_magnitude(fused) - target).abs().mean()
@@ -90,4 +102,4 @@ def fusion_loss(fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor, weights
     total = sum(scale[name] * value for name, value in terms.items())
     if not terms:
         raise ValueError("all loss terms are switched off")
-    return total, {name: float(value.detach()) for name, value in terms.items()}
+    return total, {name: value.detach() for name, value in terms.items()}

@@ -47,6 +47,7 @@ class TrainConfig:
     lr: float = 1e-4
     crop: int = 128
     loss_weights: str = "10,10,1"
+    intensity_loss: str = "l1"
     amp: bool = False
     seed: int = 0
     save_every: int = 500
@@ -218,6 +219,8 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     window_start, window_steps = time.perf_counter(), 0
     deadline = time.monotonic() + 60 * config.time_limit_min if config.time_limit_min else None
     record: dict = {}
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    last_checked = step
     while step < config.steps:
         if deadline is not None and _agree(time.monotonic() > deadline, ddp, device):
             log({"step": step, "stopped": "time limit"})
@@ -229,22 +232,32 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
         x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
         with autocast:
             fused = net(x1, x2)
-        loss, terms = fusion_loss(fused, x1, x2, weights)
-        if not math.isfinite(loss.item()):
-            raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
+        loss, terms = fusion_loss(fused, x1, x2, weights, config.intensity_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
         window_steps += 1
-        if step % config.log_every == 0 or step == config.steps:
+        # Non-finite losses are caught by a running flag read only when logging or saving: a
+        # per-step .item() would stall the GPU queue every step. A checkpoint is never written
+        # from non-finite weights.
+        nonfinite = nonfinite | ~torch.isfinite(loss.detach())
+        logging_now = step % config.log_every == 0 or step == config.steps
+        saving_now = step % config.save_every == 0 or step == config.steps
+        if logging_now or saving_now:
+            if bool(nonfinite.item()):
+                raise TrainingError(f"the loss became non-finite after step {last_checked} (by step {step}); "
+                                    "lower --lr or check the data")
+            last_checked = step
+        if logging_now:
             elapsed = time.perf_counter() - window_start
-            record = {"step": step, "loss": loss.item(), **terms, "lr": optimizer.param_groups[0]["lr"], "steps_per_s": window_steps / max(elapsed, 1e-9)}
+            record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                      "lr": optimizer.param_groups[0]["lr"], "steps_per_s": window_steps / max(elapsed, 1e-9)}
             log(record)
             window_start, window_steps = time.perf_counter(), 0
         if val_pairs is not None and (step % config.val_every == 0 or step == config.steps) and ddp.main:
             log({"step": step, "val_split": config.val_split, **_validate(model, val_pairs, device, config.val_images)})
-        if step % config.save_every == 0 or step == config.steps:
+        if saving_now:
             save_checkpoint()
     digest = weights_digest(model)
     digests = distributed.gather_to_rank0(digest)

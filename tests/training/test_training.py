@@ -59,6 +59,29 @@ def test_loss_terms_and_ablation_switches():
         LossWeights.parse("1,2")
 
 
+def test_intensity_norm_l1_or_l2():
+    fused, a, b = torch.full((1, 1, 16, 16), 0.5), torch.full((1, 1, 16, 16), 0.2), torch.full((1, 1, 16, 16), 0.3)
+    _, l1 = fusion_loss(fused, a, b, LossWeights(1, 0, 0), "l1")
+    _, l2 = fusion_loss(fused, a, b, LossWeights(1, 0, 0), "l2")
+    assert l1["int"].item() == pytest.approx(0.2) and l2["int"].item() == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="l1"):
+        fusion_loss(fused, a, b, LossWeights(1, 0, 0), "l3")
+
+
+def test_l2_intensity_run_records_its_choice(data_root, tmp_path):
+    train(_config(data_root, tmp_path / "run", steps=2, intensity_loss="l2"))
+    checkpoint = torch.load(tmp_path / "run/last.pt", weights_only=True)
+    assert checkpoint["train_config"]["intensity_loss"] == "l2"
+
+
+def test_non_finite_loss_stops_before_a_checkpoint(data_root, tmp_path):
+    with pytest.raises(Exception, match="non-finite"):
+        train(_config(data_root, tmp_path / "run", steps=4, lr=1e30, log_every=2, save_every=2))
+    assert not (tmp_path / "run/last.pt").exists() or torch.isfinite(
+        torch.cat([t.flatten().float() for t in torch.load(tmp_path / "run/last.pt", weights_only=True)["model"].values()])
+    ).all()
+
+
 def test_resume_continues_exactly(data_root, tmp_path):
     straight = train(_config(data_root, tmp_path / "straight"))
     train(_config(data_root, tmp_path / "split", steps=3))
