@@ -54,6 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fusionmamba_cli.errors import BackendUnavailableError
 from fusionmamba_cli.model import FusionMamba, create_model
+from fusionmamba_cli.model.compiled import CompiledForward
 from fusionmamba_cli.model.graphed import GraphedForward
 from fusionmamba_cli.model.ssm import DIRECTIONS, ScanCore2D
 from fusionmamba_cli.ops.selective_scan import resolve_backend
@@ -358,13 +359,15 @@ def run_benchmark(
     label: str = "",
     on_size: Callable[[tuple[int, int]], None] | None = None,
     cuda_graphs: bool = True,
+    compiled: bool = False,
 ) -> list[dict]:
     """One row per size: params, FLOPs (incl. scan), latency, throughput, peak memory.
 
     The model's device and dtype are used as they are (see `build_model`). `time_it=False` counts
     FLOPs only (no forward on the device). Out-of-memory at one size is recorded in that row's
     `error` and the next size still runs. `cuda_graphs`: time replays of a captured CUDA graph on a
-    GPU (what `fuse` does); the row's `cuda_graphs` says whether they were used.
+    GPU (what `fuse` does); the row's `cuda_graphs` says whether they were used. `compiled`: through
+    torch.compile (`compile_s` = the first call, compiling included; not part of the latency).
     """
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
@@ -405,7 +408,7 @@ def run_benchmark(
         row.update({k: v for k, v in flops.items() if k != "flops"})
         row["gflops_per_pair"] = flops["gflops"] / batch
         if time_it:
-            row.update(_time_one(model, height, width, batch, device, dtype, warmup, repeat, cuda_graphs))
+            row.update(_time_one(model, height, width, batch, device, dtype, warmup, repeat, cuda_graphs, compiled))
         rows.append(row)
     return rows
 
@@ -435,12 +438,13 @@ def _is_oom(exc: BaseException) -> bool:
 
 def _time_one(
     model: FusionMamba, height: int, width: int, batch: int, device: torch.device, dtype: torch.dtype, warmup: int,
-    repeat: int, cuda_graphs: bool = True,
+    repeat: int, cuda_graphs: bool = True, compiled: bool = False,
 ) -> dict:
     gen = torch.Generator().manual_seed(0)
     x1 = torch.rand(batch, 1, height, width, generator=gen).to(device=device, dtype=dtype)
     x2 = torch.rand(batch, 1, height, width, generator=gen).to(device=device, dtype=dtype)
-    runner = GraphedForward(model, enabled=cuda_graphs)
+    compiled_forward = CompiledForward(model, enabled=compiled)
+    runner = GraphedForward(compiled_forward, enabled=cuda_graphs)
 
     def forward() -> torch.Tensor:
         return runner(x1, x2)
@@ -448,6 +452,7 @@ def _time_one(
     _release_cpu_heap()
     try:
         with torch.inference_mode(), PeakMemory(device) as memory:
+            first_call = time.perf_counter()
             try:
                 forward()  # first (warm-up) call: surfaces dtype/device problems before timing
             except RuntimeError as exc:
@@ -460,6 +465,9 @@ def _time_one(
                         f"({str(exc).splitlines()[0][:200]}); use fp32" + (" or bf16" if dtype == torch.float16 else "")
                     ) from None
                 raise
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            first_call_s = time.perf_counter() - first_call
             if device.type == "cuda" and runner.enabled:
                 forward()  # a shape's second call captures its CUDA graph: never timed
             latency = measure_latency(forward, device, warmup=max(0, warmup - 1), repeat=repeat)
@@ -473,6 +481,8 @@ def _time_one(
     return {
         **latency,
         "cuda_graphs": device.type == "cuda" and runner.enabled,
+        "compiled": compiled_forward.enabled,
+        **({"compile_s": first_call_s} if compiled_forward.enabled else {}),
         "ms_per_pair": latency["latency_ms"] / batch,
         "throughput_pairs_s": batch / median_s if median_s > 0 else float("inf"),
         "peak_memory_mb": memory.peak_bytes / _MB,

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from fusionmamba_cli import benchmarking
 from fusionmamba_cli.cli.common import (
+    CompileOpt,
     CudaGraphsOpt,
     DeviceOpt,
     JsonOpt,
@@ -68,6 +69,9 @@ def render(report: dict) -> None:
         graphed = next((r["cuda_graphs"] for r in rows if "cuda_graphs" in r), False)
         if first["device"].startswith("cuda"):
             header += f", CUDA graphs {'on' if graphed else 'off'}"
+        compile_times = [r["compile_s"] for r in rows if "compile_s" in r]
+        if compile_times:
+            header += f", torch.compile (first call {max(compile_times):.0f} s)"
     stdout.print(header)
     mem_kind = next((r.get("memory_kind") for r in rows if r.get("memory_kind")), "")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
@@ -131,6 +135,7 @@ def benchmark_command(
     flops_only: Annotated[bool, typer.Option("--flops-only", help="Count parameters and FLOPs only (instant, any size).")] = False,
     scan_backend: ScanBackendOpt = None,
     cuda_graphs: CudaGraphsOpt = True,
+    compiled: CompileOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Measure the model's cost: parameters, GFLOPs (incl. the scan), latency, pairs/s, peak memory."""
@@ -149,7 +154,7 @@ def benchmark_command(
 
     rows = benchmarking.run_benchmark(
         model, sizes, batch=batch, warmup=warmup, repeat=repeat, time_it=not flops_only, label=label, on_size=progress,
-        cuda_graphs=cuda_graphs,
+        cuda_graphs=cuda_graphs, compiled=compiled,
     )
     report = benchmarking.benchmark_report(rows)
     if json_output:

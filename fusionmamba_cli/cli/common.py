@@ -48,6 +48,14 @@ CudaGraphsOpt = Annotated[
         "FUSIONMAMBA_CUDA_GRAPHS=0 turns it off everywhere.",
     ),
 ]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile/--no-compile",
+        help="Run the network through torch.compile: faster per pair on a GPU (about 1.5x with CUDA graphs), "
+        "but each new input size first compiles for 1-3 minutes. For many same-size pairs.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
 

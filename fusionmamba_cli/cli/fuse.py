@@ -28,6 +28,7 @@ from rich.progress import (
 from fusionmamba_cli import distributed
 from fusionmamba_cli.checkpoints import default_weights_for, load_model
 from fusionmamba_cli.cli.common import (
+    CompileOpt,
     CudaGraphsOpt,
     DeviceOpt,
     JsonOpt,
@@ -201,6 +202,7 @@ def fuse_command(
     ] = None,
     scan_backend: ScanBackendOpt = None,
     cuda_graphs: CudaGraphsOpt = True,
+    compiled: CompileOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> int:
@@ -220,14 +222,15 @@ def fuse_command(
         with _terminate_as_interrupt():
             return _fuse(
                 first, second, output, task_value(task), weights, dev, batch_size, overwrite, resize,
-                normalize.value, ext, tile, tile_overlap, pixels_budget, cuda_graphs, json_output, quiet, rank, world,
+                normalize.value, ext, tile, tile_overlap, pixels_budget, cuda_graphs, compiled, json_output, quiet, rank,
+                world,
             )
     finally:
         distributed.cleanup()
 
 
 def _fuse(first, second, output, task, weights, dev, batch_size, overwrite, resize, normalize, ext, tile,
-          tile_overlap, pixels_budget, cuda_graphs, json_output, quiet, rank, world) -> int:
+          tile_overlap, pixels_budget, cuda_graphs, compiled, json_output, quiet, rank, world) -> int:
     main = rank == 0
     # Rank 0 lists the folders and every rank gets that one list, so shards never overlap or miss.
     plan: tuple | UsageError | None = None
@@ -247,7 +250,7 @@ def _fuse(first, second, output, task, weights, dev, batch_size, overwrite, resi
     model = load_model(name, device=dev)
     try:
         fuser = Fuser(model, task=task, device=dev, normalize=normalize, tile=tile, tile_overlap=tile_overlap,
-                      max_pixels=pixels_budget, cuda_graphs=cuda_graphs)
+                      max_pixels=pixels_budget, cuda_graphs=cuda_graphs, compiled=compiled)
     except ValueError as exc:  # a bad FUSIONMAMBA_MAX_PIXELS
         raise _usage(str(exc)) from None
     show = not quiet and not json_output and main

@@ -16,6 +16,7 @@ from fusionmamba_cli.fusion.tiling import fuse_tiled
 from fusionmamba_cli.imaging.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from fusionmamba_cli.imaging.io import LoadedImage
 from fusionmamba_cli.model import FusionMamba
+from fusionmamba_cli.model.compiled import CompiledForward
 from fusionmamba_cli.model.graphed import GraphedForward
 from fusionmamba_cli.tasks import Task, get_task
 
@@ -138,17 +139,19 @@ class Fuser:
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         max_pixels: int | None = None,
         cuda_graphs: bool = True,
+        compiled: bool = False,
     ) -> None:
         """`tile`: always tile images larger than this; else tile automatically above `max_pixels`
         (padded pixels per network call; None: `default_max_pixels`). `cuda_graphs`: on a GPU,
-        replay one captured CUDA graph per input shape (see model/graphed.py)."""
+        replay one captured CUDA graph per input shape (see model/graphed.py). `compiled`: run the
+        network through torch.compile (model/compiled.py; minutes of compiling per input shape)."""
         if normalize not in NORMALIZE_MODES:
             raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
         if tile is not None and tile < 1:
             raise ValueError(f"tile must be a positive size, got {tile}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
-        self.forward = GraphedForward(self.model, enabled=cuda_graphs)
+        self.forward = GraphedForward(CompiledForward(self.model, enabled=compiled), enabled=cuda_graphs)
         self.task = task if isinstance(task, Task) else get_task(task)
         self.normalize = normalize
         self.tile, self.tile_overlap = tile, max(0, tile_overlap)

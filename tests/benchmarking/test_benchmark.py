@@ -21,6 +21,7 @@ ROW_FIELDS = (
     "model", "params", "device", "dtype", "scan_backend", "batch", "height", "width", "pixels", "padded_pixels",
     "gflops", "counted_gflops", "scan_gflops", "scan_share", "latency_ms", "latency_p25_ms", "latency_p75_ms",
     "latency_min_ms", "latency_max_ms", "throughput_pairs_s", "peak_memory_mb", "memory_kind", "cuda_graphs",
+    "compiled",
 )  # fmt: skip
 
 
@@ -99,6 +100,20 @@ def test_cli_json_is_one_object_on_stdout():
     assert all(r["gflops"] > 0 and r["scan_gflops"] > 0 and r["latency_ms"] > 0 for r in report["rows"])
     assert report["exponents"]["gflops"] is not None
     assert any("FlopCounterMode" in note for note in report["notes"])
+
+
+def test_cli_compile_rows_say_so(monkeypatch):
+    # Dynamo with its "eager" backend: the --compile plumbing without minutes of code generation.
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager", dynamic=False))
+    result = runner.invoke(
+        app, ["benchmark", "--preset", "micro", "--size", "32", "--warmup", "1", "--repeat", "1", "--device", "cpu", "--compile", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["rows"]
+    assert row["compiled"] is True and row["compile_s"] > 0
+    plain = runner.invoke(app, ["benchmark", "--preset", "micro", "--size", "32", "--warmup", "1", "--repeat", "1", "--device", "cpu", "--json"])
+    assert json.loads(plain.stdout)["rows"][0]["compiled"] is False
 
 
 def test_cli_table_flops_only_and_usage_errors():
