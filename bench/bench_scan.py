@@ -15,6 +15,7 @@ the first batch elements when the torch backend cannot hold the whole batch.
 
     python3 bench/bench_scan.py --out bench.json            # table + JSON
     python3 bench/bench_scan.py --out bench.json --sweep    # also explore the Triton launch knobs
+    python3 bench/bench_scan.py --out sweep.json --sweep-only  # only the knob sweep
 """
 
 from __future__ import annotations
@@ -203,7 +204,11 @@ def bench_shapes(backends, args) -> list[dict]:
 
 
 def sweep(args) -> dict:
-    """Time the Triton kernels under different launch knobs at the mamba reference shape."""
+    """Time the Triton kernels under different launch knobs at two shapes: the forward without
+    gradients (tile, warps, prefetch, vectorised loads) and forward+backward (chunk, backward warps,
+    block_d, exact h_{t-1}, register cap, backward prefetch). Every training row also records its
+    gradients' largest relative error against the original kernel (default chunk and warps,
+    bwd_prefetch False), which checks the compiled variants, not only their speed."""
     from fusionmamba_cli.ops import scan_triton as st
 
     base = dict(st._TUNING)
@@ -212,10 +217,27 @@ def sweep(args) -> dict:
     # forward (no grad): (tile, warps, prefetch, vectorised B/C loads)
     fwd_cfgs = [(64, 1, True, True), (64, 2, True, True), (128, 2, True, True), (256, 4, True, True),
                 (512, 8, True, True)]
-    # training, per shape: (chunk, bwd warps, block_d, exact h_{t-1}, bwd maxnreg)
+    # training, per shape: (chunk, bwd warps, block_d, exact h_{t-1}, bwd maxnreg, bwd_prefetch);
+    # the first row is the shipped default, the second the same without the backward prefetch
+    dflt_chunk = st.DEFAULT_CHUNK
+    dflt = (dflt_chunk, st._bwd_warps(dflt_chunk), None, base["exact_prev"], base["bwd_maxnreg"],
+            base["bwd_prefetch"])
+
+    def cfg(chunk=dflt_chunk, warps=dflt[1], block_d=None, prefetch=dflt[5]):
+        return (chunk, warps, block_d, dflt[3], dflt[4], prefetch)
+
+    # bwd_prefetch levels: False/"none" (the original kernel), "early", "fwd", True/"all" (see
+    # scan_triton._BWD_PREFETCH_LEVELS). Static sm_90 spill stacks (bytes/thread, ptxas): chunk 128 at
+    # 4 warps none 40, early 48, fwd 96, all 224; at 8 warps 0 for every level; chunk 512 600-1100.
+    prefetch_rows = [cfg(prefetch=False), cfg(prefetch="early"), cfg(prefetch="fwd")]
     train_by_shape = [
-        [(128, 4, 1, True, None), (128, 4, None, True, None), (64, 2, 1, True, None)],
-        [(128, 4, None, True, None), (128, 4, 16, True, None), (64, 2, 4, True, None)],
+        # 256 one-channel programs (block_d None = 1 here): the serial walk over 16384 steps is the
+        # critical path, so fewer, longer tiles may pay
+        [dflt, *prefetch_rows, cfg(warps=8), cfg(warps=8, prefetch=False), cfg(64, 2), cfg(64, 4),
+         cfg(256, 8), cfg(256, 8, prefetch="fwd"), cfg(512, 8), cfg(512, 16)],
+        # 12288 channels (block_d None = 8 on an H100): the GPU is full
+        [dflt, *prefetch_rows, cfg(warps=8), cfg(64, 2), cfg(64, 4), cfg(256, 8), cfg(512, 8),
+         cfg(block_d=1)],
     ]
     for si, (b, ch, length, n) in enumerate(shapes):
         x = make_inputs(b, ch, length, n)
@@ -233,26 +255,42 @@ def sweep(args) -> dict:
             write_json(args.out, {"sweep": out})
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in x.items()}
         dy = torch.randn_like(x["u"])
-        for chunk, bwd_warps, block_d, exact, maxnreg in train_by_shape[si]:
-            st._TUNING.update(base, bwd_warps=bwd_warps, exact_prev=exact, bwd_maxnreg=maxnreg)
 
-            def fwd_bwd():
-                for v in leaves.values():
-                    v.grad = None
-                y = st.selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
-                                             leaves["D"], leaves["delta_bias"], True, chunk=chunk, block_d=block_d)
-                y.backward(dy)
+        def fwd_bwd(chunk, block_d):
+            for v in leaves.values():
+                v.grad = None
+            y = st.selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
+                                         leaves["D"], leaves["delta_bias"], True, chunk=chunk, block_d=block_d)
+            y.backward(dy)
 
+        # reference gradients: the original backward (no prefetch) at the default chunk and warps
+        ref_grads = None
+        try:
+            st._TUNING.update(base, bwd_prefetch=False)
+            fwd_bwd(dflt_chunk, None)
+            ref_grads = {k: v.grad.detach().clone() for k, v in leaves.items()}
+        except Exception as exc:  # noqa: BLE001
+            print(f"sweep train: no reference gradients: {exc!r}"[:300], flush=True)
+        for chunk, bwd_warps, block_d, exact, maxnreg, bwd_prefetch in train_by_shape[si]:
+            st._TUNING.update(base, bwd_warps=bwd_warps, exact_prev=exact, bwd_maxnreg=maxnreg,
+                              bwd_prefetch=bwd_prefetch)
             rec = {"shape": [b, ch, length, n], "chunk": chunk, "bwd_warps": bwd_warps, "block_d": block_d,
-                   "exact_prev": exact, "maxnreg": maxnreg, "fwd_warps": base["fwd_warps"].get(chunk)}
+                   "exact_prev": exact, "maxnreg": maxnreg, "bwd_prefetch": bwd_prefetch,
+                   "fwd_warps": base["fwd_warps"].get(chunk)}
             try:
-                rec["fwd_bwd_ms"] = time_cuda(fwd_bwd, iters=10)
+                rec["block_d_used"] = block_d or st._choose_block_d(
+                    b, ch, ch // K, n, length, x["u"].device)
+                rec["fwd_bwd_ms"] = time_cuda(lambda: fwd_bwd(chunk, block_d), iters=10)
+                if ref_grads is not None:  # the last timed call's gradients
+                    errs = {k: rel_err(leaves[k].grad, ref_grads[k]) for k in GRAD_NAMES}
+                    rec["grad_rel_err_max"] = max(errs.values())
+                    rec["grad_rel_err_worst"] = max(errs, key=errs.get)
             except Exception as exc:  # noqa: BLE001
                 rec["error"] = repr(exc)[:200]
             out["train"].append(rec)
             print("sweep train", json.dumps(rec), flush=True)
             write_json(args.out, {"sweep": out})
-        del x, leaves
+        del x, leaves, ref_grads
         torch.cuda.empty_cache()
     st._TUNING.update(base)
     return out

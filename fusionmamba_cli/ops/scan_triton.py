@@ -15,10 +15,17 @@ Backward: one program per (batch, block of BLOCK_D consecutive channels of one g
 tiles in reverse; for each tile and each channel of the block it recomputes the tile's states from
 the saved entering state (forward-order scan), writes them to a small per-program scratch buffer
 (N x CHUNK fp32) and reads them back in reversed time order, along with h_{t-1} (one step further
-back; the saved state at the tile start). Triton's `reverse=True` scan is unreliable for
-non-commutative combines, so every reverse-time quantity is loaded in reversed order and scanned
-forwards instead. The adjoint g_t = dL/dh_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1} is that forward
-scan over reversed time; its value at the tile start is carried to the previous tile. Gradients:
+back; the saved state at the tile start). The walk is latency-bound, so its global loads are
+issued ahead of use (`_TUNING["bwd_prefetch"]`; by default everything one (tile, channel) iteration
+ahead, in registers, like the forward; after the block's last channel comes the first channel of
+the previous tile). The tile is CHUNK steps (a power of two; bench_scan.py --sweep covers 64-512,
+the backward's warps by chunk are `_TUNING["bwd_warps"]`). Triton's `reverse=True` scan is
+unreliable for non-commutative combines, so every reverse-time quantity is loaded in reversed order
+and scanned forwards instead (deriving them from the forward-order values already in registers
+would take a `tl.flip`, measured slow, or for delta_{t+1} a shift across threads; the loads hit
+L1/L2 and the prefetch hides their latency). The adjoint
+g_t = dL/dh_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1} is that forward scan over reversed time; its
+value at the tile start is carried to the previous tile. Gradients:
     du_t      = dt_t sum_n g_t B_t + D dy_t
     ddt_t     = sum_n g_t (u_t B_t + A exp(dt_t A) h_{t-1})      (then through softplus and bias)
     dA_n      = sum_t g_t dt_t exp(dt_t A) h_{t-1}
@@ -53,8 +60,13 @@ _TUNING = {
     "infer_tile": None,
     "infer_rules": ((4, 256, 4), (16, 128, 2), (float("inf"), 64, 1)),
     "fwd_warps": {16: 1, 32: 1, 64: 2, 128: 2, 256: 4, 512: 8, 1024: 8},  # by tile size
-    "bwd_warps": 4,
+    # backward warps by chunk (an int: the same for every chunk); 256 and up not yet measured: N x
+    # chunk fp32 tiles per thread grow with the chunk, so more warps keep the registers per thread
+    "bwd_warps": {8: 4, 16: 4, 32: 4, 64: 4, 128: 4, 256: 8, 512: 8, 1024: 16},
     "prefetch": True,
+    # backward loads issued ahead of use: True (= "all"), "fwd", "early" or False (= "none", the
+    # original kernel); see _BWD_PREFETCH_LEVELS
+    "bwd_prefetch": True,
     "deterministic": True,
     "fwd_vec": True,
     "bwd_vec": True,
@@ -103,15 +115,23 @@ def _dsoftplus(x):
 
 
 @triton.jit
-def _step_size(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """Load raw delta, add the bias and apply the softplus; zero outside `mask`."""
-    raw = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
+def _step_from_raw(raw, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """Raw delta (as loaded, `other=0` outside `mask`) plus the bias, and the step size after the
+    softplus, zero outside `mask`."""
+    raw = raw.to(tl.float32)
     if HAS_BIAS:
         raw = raw + bias
     dt = raw
     if SOFTPLUS:
         dt = _softplus(raw)
     return raw, tl.where(mask, dt, 0.0)
+
+
+@triton.jit
+def _step_size(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """Load raw delta, add the bias and apply the softplus; zero outside `mask`."""
+    raw = tl.load(delta_ptrs, mask=mask, other=0.0)
+    return _step_from_raw(raw, mask, bias, HAS_BIAS, SOFTPLUS)
 
 
 @triton.jit
@@ -203,14 +223,72 @@ def _scan_fwd_kernel(
 
 
 @triton.jit
+def _bwd_fwd_loads(u_ptr, delta_ptr, states_ptr, b, c, i, L, channels, n_tiles, N, n, n_mask, k, TL: tl.constexpr):
+    """Forward-order inputs of backward tile `i` of channel `c`, as loaded (no conversion): u, raw
+    delta, and the saved state entering the tile. All masked off when i < 0, so a prefetch may run
+    one iteration past the end."""
+    row = (b * channels + c) * L
+    offs_f = i * TL + k
+    m_f = (offs_f >= 0) & (offs_f < L)
+    u_f = tl.load(u_ptr + row + offs_f, mask=m_f, other=0.0)
+    d_f = tl.load(delta_ptr + row + offs_f, mask=m_f, other=0.0)
+    st = i * N + n  # negative for i < 0
+    h_in = tl.load(states_ptr + (b * channels + c) * n_tiles * N + st, mask=n_mask & (st >= 0), other=0.0)
+    return u_f, d_f, h_in
+
+
+@triton.jit
+def _bwd_rev_loads(u_ptr, delta_ptr, dy_ptr, b, c, i, L, channels, k, TL: tl.constexpr):
+    """Reversed-order inputs of backward tile `i` of channel `c`, as loaded: u, raw delta, raw delta
+    one step later, dy (all masked off when i < 0)."""
+    row = (b * channels + c) * L
+    offs_r = i * TL + (TL - 1) - k
+    m_r = (offs_r >= 0) & (offs_r < L)
+    m_r1 = (offs_r >= 0) & (offs_r + 1 < L)
+    u_r = tl.load(u_ptr + row + offs_r, mask=m_r, other=0.0)
+    d_r = tl.load(delta_ptr + row + offs_r, mask=m_r, other=0.0)
+    d_r1 = tl.load(delta_ptr + row + offs_r + 1, mask=m_r1, other=0.0)
+    dy_r = tl.load(dy_ptr + row + offs_r, mask=m_r, other=0.0)
+    return u_r, d_r, d_r1, dy_r
+
+
+@triton.jit
+def _bwd_tile_fwd_loads(B_base, nL, n_mask, i, L, k, TL: tl.constexpr):
+    """B of tile `i` in forward time order (masked off when i < 0)."""
+    offs_f = i * TL + k
+    mm_f = n_mask[:, None] & ((offs_f >= 0) & (offs_f < L))[None, :]
+    return tl.load(B_base + (nL + offs_f[None, :]), mask=mm_f, other=0.0)
+
+
+@triton.jit
+def _bwd_tile_rev_loads(B_base, C_base, nL, n_mask, i, L, k, TL: tl.constexpr):
+    """B and C of tile `i` in reversed time order (masked off when i < 0)."""
+    offs_r = i * TL + (TL - 1) - k
+    mm_r = n_mask[:, None] & ((offs_r >= 0) & (offs_r < L))[None, :]
+    B_r = tl.load(B_base + (nL + offs_r[None, :]), mask=mm_r, other=0.0)
+    C_r = tl.load(C_base + (nL + offs_r[None, :]), mask=mm_r, other=0.0)
+    return B_r, C_r
+
+
+@triton.jit
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
     L, L_row, channels, per_group, n_groups, N, n_tiles, block_d, n_blocks,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     N_P2: tl.constexpr, TL: tl.constexpr, BD_P2: tl.constexpr, ATOMIC: tl.constexpr,
-    ROW_ADJ: tl.constexpr, EXACT_PREV: tl.constexpr,
+    ROW_ADJ: tl.constexpr, EXACT_PREV: tl.constexpr, PREFETCH: tl.constexpr,
 ):
+    # PREFETCH (what is loaded ahead of its use; see _BWD_PREFETCH_LEVELS):
+    #   0 every load where its value is first needed, u/delta/dy in reversed order after the
+    #     scratch barriers (the original kernel);
+    #   1 A, delta_bias, D of the block's channels once up front, and each (tile, channel)
+    #     iteration issues all its loads at its start (the reversed-order ones before the recompute);
+    #   2 as 1, and the forward-order inputs the recompute needs first (u, delta, entering state,
+    #     the tile's B) are loaded one iteration ahead (register double buffering);
+    #   3 everything loaded one iteration ahead (most registers).
+    # The next iteration of (tile i, channel j) is (i, j + 1), or (i - 1, 0) after the block's last
+    # channel, so the same code serves every block_d.
     blk = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     c0 = blk * block_d
@@ -237,6 +315,26 @@ def _scan_bwd_kernel(
     g_carry = tl.zeros([BD_P2, N_P2], dtype=tl.float32)  # dL/dh at the start of the later tile
     dA_acc = tl.zeros([BD_P2, N_P2], dtype=tl.float32)
 
+    if PREFETCH >= 1:
+        # the block's per-channel parameters, loaded once (a row is picked per channel below)
+        ch_blk = c0 + rows
+        blk_mask = rows < block_d
+        A_blk = tl.load(A_ptr + ch_blk[:, None] * N + n[None, :], mask=blk_mask[:, None] & n_mask[None, :],
+                        other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias_blk = tl.load(bias_ptr + ch_blk, mask=blk_mask, other=0.0).to(tl.float32)
+        if HAS_D:
+            D_blk = tl.load(D_ptr + ch_blk, mask=blk_mask, other=0.0).to(tl.float32)
+    # the first processed iteration: last tile, first channel of the block
+    if PREFETCH >= 2:
+        u_f_nx, d_f_nx, h_in_nx = _bwd_fwd_loads(u_ptr, delta_ptr, states_ptr, b, c0, n_tiles - 1, L, channels,
+                                                 n_tiles, N, n, n_mask, k, TL)
+        B_f_nx = _bwd_tile_fwd_loads(B_base, nL, n_mask, n_tiles - 1, L, k, TL)
+    if PREFETCH >= 3:
+        u_r_nx, d_r_nx, d_r1_nx, dy_r_nx = _bwd_rev_loads(u_ptr, delta_ptr, dy_ptr, b, c0, n_tiles - 1, L,
+                                                          channels, k, TL)
+        B_r_nx, C_r_nx = _bwd_tile_rev_loads(B_base, C_base, nL, n_mask, n_tiles - 1, L, k, TL)
+
     for ii in range(n_tiles):
         i = n_tiles - 1 - ii
         t0 = i * TL
@@ -248,27 +346,63 @@ def _scan_bwd_kernel(
         m_r1 = offs_r1 < L
         mm_f = n_mask[:, None] & m_f[None, :]
         mm_r = n_mask[:, None] & m_r[None, :]
-        B_f = tl.load(B_base + (nL + offs_f[None, :]), mask=mm_f, other=0.0).to(tl.float32)
-        B_r = tl.load(B_base + (nL + offs_r[None, :]), mask=mm_r, other=0.0).to(tl.float32)
-        C_r = tl.load(C_base + (nL + offs_r[None, :]), mask=mm_r, other=0.0).to(tl.float32)
+        if PREFETCH >= 2:
+            B_f = B_f_nx.to(tl.float32)
+            B_f_nx = _bwd_tile_fwd_loads(B_base, nL, n_mask, i - 1, L, k, TL)
+        else:
+            B_f = tl.load(B_base + (nL + offs_f[None, :]), mask=mm_f, other=0.0).to(tl.float32)
+        if PREFETCH >= 3:
+            B_r = B_r_nx.to(tl.float32)
+            C_r = C_r_nx.to(tl.float32)
+            B_r_nx, C_r_nx = _bwd_tile_rev_loads(B_base, C_base, nL, n_mask, i - 1, L, k, TL)
+        else:
+            B_r = tl.load(B_base + (nL + offs_r[None, :]), mask=mm_r, other=0.0).to(tl.float32)
+            C_r = tl.load(C_base + (nL + offs_r[None, :]), mask=mm_r, other=0.0).to(tl.float32)
         dB_acc = tl.zeros([N_P2, TL], dtype=tl.float32)
         dC_acc = tl.zeros([N_P2, TL], dtype=tl.float32)
 
         for j in range(block_d):
             c = c0 + j
             row = (b * channels + c) * L
-            A = tl.load(A_ptr + c * N + n, mask=n_mask, other=0.0).to(tl.float32)
-            bias = 0.0
-            if HAS_BIAS:
-                bias = tl.load(bias_ptr + c).to(tl.float32)
+            sel = rows[:, None] == j
+            if PREFETCH >= 1:
+                A = tl.sum(tl.where(sel, A_blk, 0.0), axis=0)
+                bias = 0.0
+                if HAS_BIAS:
+                    bias = tl.sum(tl.where(rows == j, bias_blk, 0.0), axis=0)
+            else:
+                A = tl.load(A_ptr + c * N + n, mask=n_mask, other=0.0).to(tl.float32)
+                bias = 0.0
+                if HAS_BIAS:
+                    bias = tl.load(bias_ptr + c).to(tl.float32)
+            if PREFETCH >= 2:
+                # the next iteration: channel j + 1 of this tile, or the first channel of tile i - 1
+                wrap = (j + 1) // block_d  # 0 or 1
+                c_nx = c0 + (j + 1 - wrap * block_d)
+                i_nx = i - wrap
+                u_f = u_f_nx.to(tl.float32)
+                raw_f = d_f_nx
+                h_in = h_in_nx
+            else:
+                u_f = tl.load(u_ptr + row + offs_f, mask=m_f, other=0.0).to(tl.float32)
+                raw_f = tl.load(delta_ptr + row + offs_f, mask=m_f, other=0.0)
+                h_in = tl.load(states_ptr + ((b * channels + c) * n_tiles + i) * N + n, mask=n_mask, other=0.0)
+            if PREFETCH >= 3:
+                u_r, raw_r, raw_r1, dy_r = u_r_nx, d_r_nx, d_r1_nx, dy_r_nx
+            elif PREFETCH >= 1:  # this iteration's, issued before the recompute
+                u_r, raw_r, raw_r1, dy_r = _bwd_rev_loads(u_ptr, delta_ptr, dy_ptr, b, c, i, L, channels, k, TL)
+            if PREFETCH >= 2:  # the next iteration's, in the order they will be needed
+                u_f_nx, d_f_nx, h_in_nx = _bwd_fwd_loads(u_ptr, delta_ptr, states_ptr, b, c_nx, i_nx, L, channels,
+                                                         n_tiles, N, n, n_mask, k, TL)
+            if PREFETCH >= 3:
+                u_r_nx, d_r_nx, d_r1_nx, dy_r_nx = _bwd_rev_loads(u_ptr, delta_ptr, dy_ptr, b, c_nx, i_nx, L,
+                                                                  channels, k, TL)
 
             # 1) recompute this tile's states in forward order from the saved entering state
-            u_f = tl.load(u_ptr + row + offs_f, mask=m_f, other=0.0).to(tl.float32)
-            _, dt_f = _step_size(delta_ptr + row + offs_f, m_f, bias, HAS_BIAS, SOFTPLUS)
+            _, dt_f = _step_from_raw(raw_f, m_f, bias, HAS_BIAS, SOFTPLUS)
             decay_f = tl.exp(dt_f[None, :] * A[:, None])
             drive_f = (dt_f * u_f)[None, :] * B_f
             cum_f, h_loc = tl.associative_scan((decay_f, drive_f), 1, _affine_combine)
-            h_in = tl.load(states_ptr + ((b * channels + c) * n_tiles + i) * N + n, mask=n_mask, other=0.0)
             h_f = h_loc + cum_f * h_in[:, None]
             # 2) reverse them in time through the scratch buffer
             tl.store(scratch + (nT + k[None, :]), h_f)
@@ -281,12 +415,16 @@ def _scan_bwd_kernel(
             tl.debug_barrier()
 
             # 3) adjoint recurrence, forward scan over reversed time
-            u_r = tl.load(u_ptr + row + offs_r, mask=m_r, other=0.0).to(tl.float32)
-            raw_r, dt_r = _step_size(delta_ptr + row + offs_r, m_r, bias, HAS_BIAS, SOFTPLUS)
-            _, dt_r1 = _step_size(delta_ptr + row + offs_r1, m_r1, bias, HAS_BIAS, SOFTPLUS)
-            dy_r = tl.load(dy_ptr + row + offs_r, mask=m_r, other=0.0).to(tl.float32)
+            if PREFETCH == 0:  # loaded only now, after the barriers (the original order)
+                u_r = tl.load(u_ptr + row + offs_r, mask=m_r, other=0.0)
+                raw_r = tl.load(delta_ptr + row + offs_r, mask=m_r, other=0.0)
+                raw_r1 = tl.load(delta_ptr + row + offs_r1, mask=m_r1, other=0.0)
+                dy_r = tl.load(dy_ptr + row + offs_r, mask=m_r, other=0.0)
+            u_r = u_r.to(tl.float32)
+            dy_r = dy_r.to(tl.float32)
+            raw_r, dt_r = _step_from_raw(raw_r, m_r, bias, HAS_BIAS, SOFTPLUS)
+            _, dt_r1 = _step_from_raw(raw_r1, m_r1, bias, HAS_BIAS, SOFTPLUS)
             decay_r1 = tl.where(m_r1[None, :], tl.exp(dt_r1[None, :] * A[:, None]), 0.0)
-            sel = rows[:, None] == j
             g_in = tl.sum(tl.where(sel, g_carry, 0.0), axis=0)
             cum_g, g_loc = tl.associative_scan((decay_r1, dy_r[None, :] * C_r), 1, _affine_combine)
             g = g_loc + cum_g * g_in[:, None]
@@ -303,7 +441,10 @@ def _scan_bwd_kernel(
             dC_acc += dy_r[None, :] * h_r
             du = dt_r * tl.sum(g * B_r, axis=0)
             if HAS_D:
-                du = du + tl.load(D_ptr + c).to(tl.float32) * dy_r
+                if PREFETCH >= 1:
+                    du = du + tl.sum(tl.where(rows == j, D_blk, 0.0), axis=0) * dy_r
+                else:
+                    du = du + tl.load(D_ptr + c).to(tl.float32) * dy_r
             ddt = tl.sum(g * (u_r[None, :] * B_r + A[:, None] * h_prev), axis=0)
             if SOFTPLUS:
                 ddt = ddt * _dsoftplus(raw_r)
@@ -367,6 +508,33 @@ def _choose_block_d(batch: int, channels: int, per_group: int, n_state: int, len
         if 2 * batch * (channels // d) * n_state * length * 4 <= _PARTIAL_BUDGET_BYTES:
             break
     return block
+
+
+def _bwd_warps(chunk: int) -> int:
+    """Warps of the backward kernel at this chunk (`_TUNING["bwd_warps"]`: a dict by chunk or an int)."""
+    warps = _TUNING["bwd_warps"]
+    if isinstance(warps, dict):
+        return int(warps.get(chunk, 4))
+    return int(warps)
+
+
+# backward prefetch levels (the kernel's PREFETCH; see _scan_bwd_kernel): "none" the original
+# kernel; "early" all loads of an iteration at its start; "fwd" also the recompute's forward-order
+# inputs one iteration ahead; "all" everything one iteration ahead. True means "all".
+_BWD_PREFETCH_LEVELS = {"none": 0, "early": 1, "fwd": 2, "all": 3}
+
+
+def _bwd_prefetch_level() -> int:
+    """`_TUNING["bwd_prefetch"]` as the kernel's PREFETCH level (0-3, see _BWD_PREFETCH_LEVELS)."""
+    value = _TUNING["bwd_prefetch"]
+    if value is None or isinstance(value, bool):
+        return 3 if value else 0
+    if isinstance(value, int) and value in _BWD_PREFETCH_LEVELS.values():
+        return value
+    if isinstance(value, str) and value in _BWD_PREFETCH_LEVELS:
+        return _BWD_PREFETCH_LEVELS[value]
+    raise ValueError(f"_TUNING['bwd_prefetch'] must be a bool, one of {sorted(_BWD_PREFETCH_LEVELS)} or "
+                     f"0-3; got {value!r}")
 
 
 def _row_args(length: int, vectorise: bool) -> tuple[int]:
@@ -458,7 +626,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 block_d, n_blocks,
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
                 N_P2=n_p2, TL=chunk, BD_P2=_next_pow2(block_d), ATOMIC=atomic,
-                ROW_ADJ=0 if _TUNING["bwd_vec"] else 1, EXACT_PREV=bool(_TUNING["exact_prev"]), num_warps=int(_TUNING["bwd_warps"]),
+                ROW_ADJ=0 if _TUNING["bwd_vec"] else 1, EXACT_PREV=bool(_TUNING["exact_prev"]),
+                PREFETCH=_bwd_prefetch_level(), num_warps=_bwd_warps(chunk),
                 **launch,
             )
         else:

@@ -156,6 +156,39 @@ def test_non_contiguous_inputs():
     check(inputs, chunk=8)
 
 
+@pytest.mark.parametrize("chunk, length", [(256, 300), (512, 520), (512, 1)])
+def test_large_chunks(chunk, length):
+    # training chunks of 256 and 512 (forward tile and backward tile both = chunk): a ragged last
+    # tile (300 = 256 + 44, 520 = 512 + 8) and a single step; batch 2, two channels per backward
+    # program. N = 4 keeps the interpreter's per-element scans quick.
+    check(make_inputs(batch=2, groups=1, per_group=2, n_state=4, length=length, seed=14), chunk=chunk, block_d=2)
+
+
+@pytest.mark.parametrize("bwd_prefetch", [True, "fwd", "early", False])
+@pytest.mark.parametrize("block_d", [1, 3])
+def test_bwd_prefetch(bwd_prefetch, block_d, monkeypatch):
+    # the backward's prefetch at every level: the next (tile, channel) iteration's inputs are loaded
+    # ahead, wrapping from the block's last channel to the previous tile's first; block_d = 3 (odd,
+    # not a power of two) and N = 5 (masked), four tiles with a ragged last one
+    monkeypatch.setitem(st._TUNING, "bwd_prefetch", bwd_prefetch)
+    check(make_inputs(batch=2, groups=1, per_group=3, n_state=5, length=27, seed=15), chunk=8, block_d=block_d)
+
+
+def test_bwd_knob_parsing(monkeypatch):
+    # bwd_warps: a dict by chunk or one int for every chunk; bwd_prefetch: bool, name or level
+    monkeypatch.setitem(st._TUNING, "bwd_warps", {128: 4, 512: 8})
+    assert st._bwd_warps(128) == 4 and st._bwd_warps(512) == 8 and st._bwd_warps(32) == 4
+    monkeypatch.setitem(st._TUNING, "bwd_warps", 2)
+    assert st._bwd_warps(128) == 2 and st._bwd_warps(512) == 2
+    for value, level in ((True, 3), (False, 0), (None, 0), ("all", 3), ("fwd", 2), ("early", 1), ("none", 0),
+                         (2, 2)):
+        monkeypatch.setitem(st._TUNING, "bwd_prefetch", value)
+        assert st._bwd_prefetch_level() == level, value
+    monkeypatch.setitem(st._TUNING, "bwd_prefetch", "sometimes")
+    with pytest.raises(ValueError, match="bwd_prefetch"):
+        st._bwd_prefetch_level()
+
+
 def test_default_chunk_forward_only():
     # the production tile size (128), no grad: no states saved
     check(make_inputs(length=150, groups=2, per_group=2, seed=7), chunk=st.DEFAULT_CHUNK, grads=False)
@@ -228,10 +261,14 @@ def test_dispatcher_routes_to_triton():
 
 
 @pytest.mark.parametrize("knob", [{"prefetch": False}, {"deterministic": False}, {"infer_tile": 16},
-                                  {"fwd_vec": False, "bwd_vec": False}, {"exact_prev": False}])
+                                  {"fwd_vec": False, "bwd_vec": False}, {"exact_prev": False},
+                                  {"deterministic": False, "bwd_prefetch": False},
+                                  {"fwd_vec": False, "bwd_vec": False, "bwd_prefetch": False},
+                                  {"exact_prev": False, "bwd_prefetch": False}])
 def test_kernel_variants(knob, monkeypatch):
     # the non-prefetching forward, the atomic (non-deterministic) dB/dC reduction, another forward
-    # tile, and B/C row strides hidden from the compiler (other register layouts on GPU)
+    # tile, and B/C row strides hidden from the compiler (other register layouts on GPU); the
+    # backward variants with and without its prefetch (bwd_prefetch True by default)
     for key, value in knob.items():
         monkeypatch.setitem(st._TUNING, key, value)
     inputs = make_inputs(length=21, per_group=2, seed=11)
