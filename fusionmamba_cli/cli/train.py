@@ -45,6 +45,7 @@ def train_command(
     loss_weights: Annotated[str, typer.Option("--loss-weights", help="int,text,ssim weights, or 'paper' (1,1,10) / 'code' (10,10,1). 0 switches a term off.")] = "code",
     intensity_loss: Annotated[str, typer.Option("--intensity-loss", help="Norm of the intensity term: l1 (the authors' code) or l2 (squared error, the paper's Eq. 11).")] = "l1",
     amp: Annotated[bool, typer.Option("--amp", help="bf16 autocast on GPU.")] = False,
+    compiled: Annotated[bool, typer.Option("--compile", help="Train through torch.compile (fewer, fused kernels; compiles for minutes first; falls back to eager with a warning).")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     save_every: Annotated[int, typer.Option("--save-every", min=1, help="Checkpoint every N steps (and at the end).")] = 500,
     log_every: Annotated[int, typer.Option("--log-every", min=1)] = 10,
@@ -80,7 +81,7 @@ def train_command(
     config = TrainConfig(
         data=str(data), tasks=tasks, out=str(out), preset=preset, steps=steps, batch_size=batch_size, lr=lr,
         crop=crop, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
-        intensity_loss=intensity_loss, amp=amp, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
+        intensity_loss=intensity_loss, amp=amp, compile=compiled, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
         init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,
         time_limit_min=time_limit, lr_schedule=lr_schedule, warmup_steps=warmup, deterministic=deterministic,
     )

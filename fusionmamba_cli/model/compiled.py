@@ -4,7 +4,7 @@ CUDA graphs (model/graphed.py) remove the launch overhead but still run each of 
 ~1,200 small kernels; TorchInductor fuses the layer norms, activations and reshapes around the
 matrix products into about half as many (BENCHMARKS.md: compact 256² 3.36 -> 1.99 ms on an H100 with
 both). Compiling costs one to three minutes per input shape, so it is opt-in (`--compile`): worth it
-for a folder of same-size pairs, not for one image.
+for a folder of same-size pairs, not for one image, and for training (fixed crop size).
 
 `CompiledForward(model)(x1, x2)` behaves like `model(x1, x2)`. If compiling or running the compiled
 code fails (no C++ compiler, an unsupported Python, an Inductor bug), it warns once and runs the model
@@ -41,13 +41,15 @@ class CompiledForward:
             try:
                 self._compiled = torch.compile(model, backend=backend, mode=mode, dynamic=False)
             except Exception as exc:  # noqa: BLE001 - e.g. "Dynamo is not supported on Python 3.x"
-                self._fall_back(exc)
+                self.disable(exc)
 
     @property
     def enabled(self) -> bool:
         return self._compiled is not None
 
-    def _fall_back(self, exc: BaseException) -> None:
+    def disable(self, exc: BaseException) -> None:
+        """Run the plain model from now on (one warning); also for failures outside the call, e.g. in a
+        backward pass compiled at its first use."""
         self._compiled = None
         self.failure = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         warnings.warn(f"torch.compile failed ({self.failure}); running the model without it", RuntimeWarning, stacklevel=3)
@@ -62,5 +64,5 @@ class CompiledForward:
         except Exception as exc:  # noqa: BLE001 - any compiler failure means "run it eagerly"
             if "out of memory" in str(exc).lower():
                 raise
-            self._fall_back(exc)
+            self.disable(exc)
             return self.model(x1, x2)

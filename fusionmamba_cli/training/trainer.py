@@ -25,6 +25,7 @@ from fusionmamba_cli.checkpoints.registry import resolve_weights
 from fusionmamba_cli.errors import FusionMambaError
 from fusionmamba_cli.imaging.io import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, get_preset
+from fusionmamba_cli.model.compiled import CompiledForward
 from fusionmamba_cli.training.data import PairSet, load_pairs, make_batch
 from fusionmamba_cli.training.losses import LossWeights, fusion_loss
 
@@ -63,6 +64,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     deterministic: bool = False
+    compile: bool = False
 
 
 class TrainingError(FusionMambaError, RuntimeError):
@@ -199,6 +201,17 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
         raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.world > 1 else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    forward = CompiledForward(net, enabled=config.compile)
+    compiled_ok = False  # a compiled step has run forward and backward once
+
+    def gradient_step(x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss, its terms and fresh gradients for one batch."""
+        with autocast:
+            fused = forward(x1, x2)
+        loss, terms = fusion_loss(fused, x1, x2, weights, config.intensity_loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss, terms
 
     def log(record: dict) -> None:
         if not ddp.main:
@@ -230,11 +243,19 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
             group["lr"] = learning_rate(config, step)
         x1, x2 = make_batch(pairs, step, config.batch_size, config.crop, config.seed, ddp.rank, ddp.world)
         x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
-        with autocast:
-            fused = net(x1, x2)
-        loss, terms = fusion_loss(fused, x1, x2, weights, config.intensity_loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if forward.enabled and not compiled_ok:
+            # The compiled backward is built at its first use, outside CompiledForward's own
+            # fallback: a failure there also means "train without compiling" (same batch again).
+            try:
+                loss, terms = gradient_step(x1, x2)
+                compiled_ok = True
+            except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+                    raise
+                forward.disable(exc)
+                loss, terms = gradient_step(x1, x2)
+        else:
+            loss, terms = gradient_step(x1, x2)
         optimizer.step()
         step += 1
         window_steps += 1

@@ -82,6 +82,35 @@ def test_non_finite_loss_stops_before_a_checkpoint(data_root, tmp_path):
     ).all()
 
 
+def test_compiled_training_matches_eager(data_root, tmp_path, monkeypatch):
+    # Dynamo + AOTAutograd without code generation ("aot_eager"): the --compile path of the trainer,
+    # forward and backward, at CI cost; numerics must match the plain run closely.
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="aot_eager", dynamic=False))
+    plain = train(_config(data_root, tmp_path / "plain", steps=3))
+    compiled = train(_config(data_root, tmp_path / "compiled", steps=3, compile=True))
+    assert [loss for _, loss in _losses(tmp_path / "compiled")] == pytest.approx([loss for _, loss in _losses(tmp_path / "plain")], rel=1e-4)
+    assert compiled["step"] == plain["step"] == 3
+
+
+def test_compiled_backward_failure_falls_back_to_eager(data_root, tmp_path, monkeypatch):
+    class FailingBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("inductor: backward failed to compile")
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: lambda a, b: FailingBackward.apply(model(a, b)))
+    with pytest.warns(RuntimeWarning, match="backward failed to compile"):
+        fallback = train(_config(data_root, tmp_path / "fallback", steps=3, compile=True))
+    plain = train(_config(data_root, tmp_path / "plain", steps=3))
+    assert _losses(tmp_path / "fallback") == _losses(tmp_path / "plain")
+    assert fallback["weights_digest"] == plain["weights_digest"]
+
+
 def test_resume_continues_exactly(data_root, tmp_path):
     straight = train(_config(data_root, tmp_path / "straight"))
     train(_config(data_root, tmp_path / "split", steps=3))
