@@ -72,6 +72,19 @@ def test_file_mode(tmp_path, fuse):
     assert temp_files(tmp_path) == []
 
 
+def test_compile_gives_the_same_image(tmp_path, fuse, monkeypatch):
+    import torch
+
+    real_compile, compiled = torch.compile, []  # Dynamo with its "eager" backend: --compile at CI cost
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(1) or real_compile(model, backend="eager", dynamic=False))
+    a, b = save_grey(tmp_path / "ir.png", 40, 56, 1), save_grey(tmp_path / "vis.png", 40, 56, 2)
+    assert fuse(a, b, "-o", tmp_path / "plain.png").code == 0
+    result = fuse(a, b, "-o", tmp_path / "compiled.png", "--compile")
+    assert result.code == 0, result.err
+    assert compiled == [1]
+    assert np.array_equal(read_back(tmp_path / "compiled.png"), read_back(tmp_path / "plain.png"))
+
+
 def test_file_mode_creates_the_output_folder(tmp_path, fuse):
     a, b = save_grey(tmp_path / "ir.png", 16, 16, 1), save_grey(tmp_path / "vis.png", 16, 16, 2)
     assert fuse(a, b, "-o", tmp_path / "new" / "deeper" / "fused.png").code == 0

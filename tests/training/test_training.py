@@ -85,12 +85,13 @@ def test_non_finite_loss_stops_before_a_checkpoint(data_root, tmp_path):
 def test_compiled_training_matches_eager(data_root, tmp_path, monkeypatch):
     # Dynamo + AOTAutograd without code generation ("aot_eager"): the --compile path of the trainer,
     # forward and backward, at CI cost; numerics must match the plain run closely.
-    real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="aot_eager", dynamic=False))
+    real_compile, calls = torch.compile, []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(1) or real_compile(model, backend="aot_eager", dynamic=False))
     plain = train(_config(data_root, tmp_path / "plain", steps=3))
+    assert calls == []
     compiled = train(_config(data_root, tmp_path / "compiled", steps=3, compile=True))
     assert [loss for _, loss in _losses(tmp_path / "compiled")] == pytest.approx([loss for _, loss in _losses(tmp_path / "plain")], rel=1e-4)
-    assert compiled["step"] == plain["step"] == 3
+    assert compiled["step"] == plain["step"] == 3 and calls == [1]
 
 
 def test_compiled_backward_failure_falls_back_to_eager(data_root, tmp_path, monkeypatch):
