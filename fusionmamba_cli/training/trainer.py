@@ -232,10 +232,21 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     window_start, window_steps = time.perf_counter(), 0
     deadline = time.monotonic() + 60 * config.time_limit_min if config.time_limit_min else None
     record: dict = {}
+    # Non-finite losses are caught by a running flag read only when logging or saving: a per-step
+    # .item() would stall the GPU queue every step. No checkpoint is written from non-finite weights.
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     last_checked = step
+
+    def ensure_finite() -> None:
+        nonlocal last_checked
+        if bool(nonfinite.item()):
+            raise TrainingError(f"the loss became non-finite after step {last_checked} (by step {step}); "
+                                "lower --lr or check the data")
+        last_checked = step
+
     while step < config.steps:
         if deadline is not None and _agree(time.monotonic() > deadline, ddp, device):
+            ensure_finite()
             log({"step": step, "stopped": "time limit"})
             save_checkpoint()
             break
@@ -259,17 +270,11 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
         optimizer.step()
         step += 1
         window_steps += 1
-        # Non-finite losses are caught by a running flag read only when logging or saving: a
-        # per-step .item() would stall the GPU queue every step. A checkpoint is never written
-        # from non-finite weights.
-        nonfinite = nonfinite | ~torch.isfinite(loss.detach())
+        nonfinite.logical_or_(~torch.isfinite(loss.detach()))
         logging_now = step % config.log_every == 0 or step == config.steps
         saving_now = step % config.save_every == 0 or step == config.steps
         if logging_now or saving_now:
-            if bool(nonfinite.item()):
-                raise TrainingError(f"the loss became non-finite after step {last_checked} (by step {step}); "
-                                    "lower --lr or check the data")
-            last_checked = step
+            ensure_finite()
         if logging_now:
             elapsed = time.perf_counter() - window_start
             record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
