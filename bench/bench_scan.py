@@ -208,7 +208,9 @@ def sweep(args) -> dict:
     gradients (tile, warps, prefetch, vectorised loads) and forward+backward (chunk, backward warps,
     block_d, exact h_{t-1}, register cap, backward prefetch). Every training row also records its
     gradients' largest relative error against the original kernel (default chunk and warps,
-    bwd_prefetch False), which checks the compiled variants, not only their speed."""
+    bwd_prefetch False), which checks the compiled variants, not only their speed. The training rows
+    cover both backward kernels (`bwd_impl` "tiled" and "statewise"; for "statewise" its tile, warps
+    and reverse-scan knobs; the "statewise" rows' chunk is the forward's tile)."""
     from fusionmamba_cli.ops import scan_triton as st
 
     base = dict(st._TUNING)
@@ -217,14 +219,21 @@ def sweep(args) -> dict:
     # forward (no grad): (tile, warps, prefetch, vectorised B/C loads)
     fwd_cfgs = [(64, 1, True, True), (64, 2, True, True), (128, 2, True, True), (256, 4, True, True),
                 (512, 8, True, True)]
-    # training, per shape: (chunk, bwd warps, block_d, exact h_{t-1}, bwd maxnreg, bwd_prefetch);
-    # the first row is the shipped default, the second the same without the backward prefetch
+    # training, per shape: (chunk, bwd warps, block_d, exact h_{t-1}, bwd maxnreg, bwd_prefetch,
+    # bwd_impl, statewise tile, statewise warps, statewise reverse scan); the first row is the
+    # shipped default, the second the same without the backward prefetch
     dflt_chunk = st.DEFAULT_CHUNK
+    sw_dflt = (base["statewise_tile"], base["statewise_warps"], base["statewise_reverse_scan"])
     dflt = (dflt_chunk, st._bwd_warps(dflt_chunk), None, base["exact_prev"], base["bwd_maxnreg"],
-            base["bwd_prefetch"])
+            base["bwd_prefetch"], base["bwd_impl"], *sw_dflt)
 
     def cfg(chunk=dflt_chunk, warps=dflt[1], block_d=None, prefetch=dflt[5]):
-        return (chunk, warps, block_d, dflt[3], dflt[4], prefetch)
+        return (chunk, warps, block_d, dflt[3], dflt[4], prefetch, "tiled", *sw_dflt)
+
+    def sw(tile, warps, reverse_scan=False):
+        # the statewise backward (one program per channel, 1-D scans over `tile` steps, one state
+        # at a time); the forward keeps the default chunk and saves every tile/chunk-th state
+        return (dflt_chunk, dflt[1], None, dflt[3], dflt[4], dflt[5], "statewise", tile, warps, reverse_scan)
 
     # bwd_prefetch levels: False/"none" (the original kernel), "early", "fwd", True/"all" (see
     # scan_triton._BWD_PREFETCH_LEVELS). Static sm_90 spill stacks (bytes/thread, ptxas): chunk 128 at
@@ -234,10 +243,15 @@ def sweep(args) -> dict:
         # 256 one-channel programs (block_d None = 1 here): the serial walk over 16384 steps is the
         # critical path, so fewer, longer tiles may pay
         [dflt, *prefetch_rows, cfg(warps=8), cfg(warps=8, prefetch=False), cfg(64, 2), cfg(64, 4),
-         cfg(256, 8), cfg(256, 8, prefetch="fwd"), cfg(512, 8), cfg(512, 16)],
+         cfg(256, 8), cfg(256, 8, prefetch="fwd"), cfg(512, 8), cfg(512, 16),
+         # statewise: 256 programs, each walking 16384 / tile tiles; the last row checks (and times)
+         # the optional reverse=True adjoint scan on the GPU (its grad_rel_err_max says if it is right)
+         sw(512, 4), sw(1024, 4), sw(1024, 8), sw(2048, 4), sw(2048, 8), sw(1024, 4, True)],
         # 12288 channels (block_d None = 8 on an H100): the GPU is full
         [dflt, *prefetch_rows, cfg(warps=8), cfg(64, 2), cfg(64, 4), cfg(256, 8), cfg(512, 8),
-         cfg(block_d=1)],
+         cfg(block_d=1),
+         # statewise: 12288 programs; tiles above L = 1024 are capped at 1024, so no 2048 rows
+         sw(512, 4), sw(512, 8), sw(1024, 4), sw(1024, 8), sw(1024, 4, True)],
     ]
     for si, (b, ch, length, n) in enumerate(shapes):
         x = make_inputs(b, ch, length, n)
@@ -266,20 +280,27 @@ def sweep(args) -> dict:
         # reference gradients: the original backward (no prefetch) at the default chunk and warps
         ref_grads = None
         try:
-            st._TUNING.update(base, bwd_prefetch=False)
+            st._TUNING.update(base, bwd_prefetch=False, bwd_impl="tiled")
             fwd_bwd(dflt_chunk, None)
             ref_grads = {k: v.grad.detach().clone() for k, v in leaves.items()}
         except Exception as exc:  # noqa: BLE001
             print(f"sweep train: no reference gradients: {exc!r}"[:300], flush=True)
-        for chunk, bwd_warps, block_d, exact, maxnreg, bwd_prefetch in train_by_shape[si]:
+        for (chunk, bwd_warps, block_d, exact, maxnreg, bwd_prefetch, bwd_impl, sw_tile, sw_warps,
+             sw_reverse) in train_by_shape[si]:
             st._TUNING.update(base, bwd_warps=bwd_warps, exact_prev=exact, bwd_maxnreg=maxnreg,
-                              bwd_prefetch=bwd_prefetch)
+                              bwd_prefetch=bwd_prefetch, bwd_impl=bwd_impl, statewise_tile=sw_tile,
+                              statewise_warps=sw_warps, statewise_reverse_scan=sw_reverse)
             rec = {"shape": [b, ch, length, n], "chunk": chunk, "bwd_warps": bwd_warps, "block_d": block_d,
                    "exact_prev": exact, "maxnreg": maxnreg, "bwd_prefetch": bwd_prefetch,
-                   "fwd_warps": base["fwd_warps"].get(chunk)}
+                   "fwd_warps": base["fwd_warps"].get(chunk), "bwd_impl": bwd_impl, "statewise_tile": sw_tile,
+                   "statewise_warps": sw_warps, "statewise_reverse_scan": sw_reverse}
             try:
-                rec["block_d_used"] = block_d or st._choose_block_d(
-                    b, ch, ch // K, n, length, x["u"].device)
+                if bwd_impl == "statewise":  # one channel per program; the tile capped by L
+                    rec["statewise_tile_used"] = st._statewise_tile(length)
+                    rec["statewise_warps_used"] = st._statewise_warps(rec["statewise_tile_used"])
+                else:
+                    rec["block_d_used"] = block_d or st._choose_block_d(
+                        b, ch, ch // K, n, length, x["u"].device)
                 rec["fwd_bwd_ms"] = time_cuda(lambda: fwd_bwd(chunk, block_d), iters=10)
                 if ref_grads is not None:  # the last timed call's gradients
                     errs = {k: rel_err(leaves[k].grad, ref_grads[k]) for k in GRAD_NAMES}

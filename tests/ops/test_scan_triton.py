@@ -215,8 +215,11 @@ def test_no_grad_mode_saves_no_states(monkeypatch):
     assert_close(y, reference(inputs)[0], "y", 1e-4, 1e-5)
 
 
-def test_partial_requires_grad():
-    inputs = make_inputs(length=12, per_group=2, seed=8)
+@pytest.mark.parametrize("impl", ["tiled", "statewise"])
+def test_partial_requires_grad(impl, monkeypatch):
+    monkeypatch.setitem(st._TUNING, "bwd_impl", impl)
+    monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
+    inputs = make_inputs(length=20 if impl == "statewise" else 12, per_group=2, seed=8)
     u = inputs["u"].clone().requires_grad_(True)
     B = inputs["B"].clone().requires_grad_(True)
     y = st.selective_scan_triton(u, inputs["delta"], inputs["A"], B, inputs["C"], inputs["D"],
@@ -276,3 +279,110 @@ def test_kernel_variants(knob, monkeypatch):
         check(inputs, chunk=None, grads=False)
     else:
         check(inputs, chunk=8, block_d=1)
+
+
+# ---- the statewise backward (_TUNING["bwd_impl"] = "statewise") ---------------------------------
+
+
+@pytest.fixture(params=[False, True], ids=["scratch", "reverse_scan"])
+def statewise(request, monkeypatch):
+    """Select the statewise backward with a small tile (several tiles per sequence), through the
+    scratch-buffer reversal (the default) or the optional `reverse=True` scan. The interpreter
+    checks the reverse scan's semantics as the interpreter implements them, not the GPU's."""
+    monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
+    monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
+    monkeypatch.setitem(st._TUNING, "statewise_reverse_scan", request.param)
+    return request.param
+
+
+def test_statewise_is_not_the_default():
+    assert st._TUNING["bwd_impl"] == "tiled" and st._TUNING["statewise_reverse_scan"] is False
+
+
+def test_statewise_ragged_groups_batch(statewise):
+    # L = 37: tiles of 16, 16 and a ragged 5 (walked last to first); batch 2, K = 3 groups of 2
+    # channels sharing B/C (atomic dB/dC); N = 5 (not a power of two); D and delta_bias
+    check(make_inputs(batch=2, groups=3, per_group=2, n_state=5, length=37, seed=20), chunk=8)
+
+
+def test_statewise_single_step(statewise):
+    check(make_inputs(batch=2, groups=2, per_group=2, n_state=5, length=1, seed=21), chunk=8)
+
+
+def test_statewise_no_d_no_bias(statewise, monkeypatch):
+    # tile 32, L = 70: two full tiles and a ragged one; the forward keeps tiles of 8 and saves
+    # every fourth state
+    monkeypatch.setitem(st._TUNING, "statewise_tile", 32)
+    check(make_inputs(batch=1, groups=2, per_group=3, n_state=4, length=70, with_d=False, with_bias=False,
+                      seed=22), chunk=8)
+
+
+def test_statewise_large_steps_and_strong_decay(statewise):
+    # delta ~ 10 after the softplus, A down to -50: exp(dt*A) underflows to 0 within one step
+    inputs = make_inputs(batch=1, groups=2, per_group=2, n_state=5, length=40, delta_shift=8.0, dt_scale=2.0,
+                         a_max=50.0, seed=23)
+    check(inputs, chunk=16)
+
+
+def test_statewise_without_softplus(statewise):
+    inputs = make_inputs(batch=1, groups=2, per_group=2, n_state=3, length=21, seed=24)
+    inputs["delta"] = inputs["delta"].abs() * 0.3
+    check(inputs, softplus=False, chunk=8)
+
+
+@pytest.mark.parametrize("chunk", [4, 32])
+def test_statewise_forward_tile_vs_chunk(chunk, monkeypatch):
+    # chunk < statewise tile: the forward walks tiles of `chunk` and saves every 16/chunk-th state;
+    # chunk > statewise tile: the forward's tile shrinks to the statewise tile
+    monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
+    monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
+    check(make_inputs(batch=1, groups=1, per_group=2, n_state=5, length=35, seed=25), chunk=chunk)
+
+
+def test_statewise_half_precision(monkeypatch):
+    monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
+    monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
+    inputs = make_inputs(batch=1, groups=2, per_group=2, n_state=4, length=20, dtype=torch.bfloat16, seed=26)
+    check(inputs, chunk=8, rtol=3e-2, atol_rel=1e-2)
+
+
+def test_statewise_saved_states_stride(monkeypatch):
+    # the forward with tiles of 4 saving every fourth state gives the states the forward with
+    # tiles of 16 saves at every tile; the saved tensor is O(L / statewise tile)
+    inputs = make_inputs(batch=2, groups=1, per_group=2, n_state=5, length=37, seed=28)
+    A = inputs["A"].clone().requires_grad_(True)
+
+    def saved_states(chunk):
+        y = st.selective_scan_triton(inputs["u"], inputs["delta"], A, inputs["B"], inputs["C"], inputs["D"],
+                                     inputs["delta_bias"], chunk=chunk)
+        return y.grad_fn.saved_tensors[7]
+
+    monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
+    monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
+    strided = saved_states(4)
+    monkeypatch.setitem(st._TUNING, "bwd_impl", "tiled")
+    tiled = saved_states(16)
+    assert strided.shape == tiled.shape == (2, 2, 3, 5)
+    assert_close(strided, tiled, "states", 1e-5, 1e-6)
+
+
+def test_statewise_knobs(monkeypatch):
+    # the tile is capped at max(16, next power of two >= L); warps an int or a dict by tile
+    monkeypatch.setitem(st._TUNING, "statewise_tile", 1024)
+    assert st._statewise_tile(16384) == 1024 and st._statewise_tile(1000) == 1024
+    assert st._statewise_tile(300) == 512 and st._statewise_tile(1) == 16
+    monkeypatch.setitem(st._TUNING, "statewise_tile", 8)
+    assert st._statewise_tile(100) == 8
+    monkeypatch.setitem(st._TUNING, "statewise_tile", 1000)
+    with pytest.raises(ValueError, match="power of two"):
+        st._statewise_tile(4096)
+    monkeypatch.setitem(st._TUNING, "statewise_warps", {1024: 4, 2048: 8})
+    assert st._statewise_warps(2048) == 8 and st._statewise_warps(512) == 4
+    monkeypatch.setitem(st._TUNING, "statewise_warps", 8)
+    assert st._statewise_warps(1024) == 8
+    assert st._statewise_warps(64) == 2 and st._statewise_warps(16) == 1  # at most tile / 32
+    monkeypatch.setitem(st._TUNING, "bwd_impl", "fast")
+    inputs = make_inputs(batch=1, groups=1, per_group=1, n_state=2, length=4, seed=29)
+    u = inputs["u"].clone().requires_grad_(True)
+    with pytest.raises(ValueError, match="bwd_impl"):
+        st.selective_scan_triton(u, inputs["delta"], inputs["A"], inputs["B"], inputs["C"], chunk=4)
