@@ -481,8 +481,8 @@ def _time_one(
     return {
         **latency,
         "cuda_graphs": device.type == "cuda" and runner.enabled,
-        "compiled": compiled_forward.enabled,
-        **({"compile_s": first_call_s} if compiled_forward.enabled else {}),
+        "compiled": compiled_forward.used,
+        **({"compile_s": first_call_s} if compiled_forward.used else {}),
         "ms_per_pair": latency["latency_ms"] / batch,
         "throughput_pairs_s": batch / median_s if median_s > 0 else float("inf"),
         "peak_memory_mb": memory.peak_bytes / _MB,

@@ -53,7 +53,7 @@ CompileOpt = Annotated[
     typer.Option(
         "--compile/--no-compile",
         help="Run the network through torch.compile: faster per pair on a GPU (1.6-1.9x on an H100, with CUDA graphs), "
-        "but each new input size first compiles for 1-3 minutes. For many same-size pairs.",
+        "but each new input size first compiles for 1-3 minutes. For many same-size pairs; GPU only.",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout, nothing else.")]

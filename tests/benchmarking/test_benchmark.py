@@ -104,6 +104,7 @@ def test_cli_json_is_one_object_on_stdout():
 
 def test_cli_compile_rows_say_so(monkeypatch):
     # Dynamo with its "eager" backend: the --compile plumbing without minutes of code generation.
+    monkeypatch.setattr("fusionmamba_cli.model.compiled.DEVICE_TYPES", ("cuda", "cpu"))  # CPU-only CI
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager", dynamic=False))
     result = runner.invoke(

@@ -75,6 +75,7 @@ def test_file_mode(tmp_path, fuse):
 def test_compile_gives_the_same_image(tmp_path, fuse, monkeypatch):
     import torch
 
+    monkeypatch.setattr("fusionmamba_cli.model.compiled.DEVICE_TYPES", ("cuda", "cpu"))  # CPU-only CI
     real_compile, compiled = torch.compile, []  # Dynamo with its "eager" backend: --compile at CI cost
     monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(1) or real_compile(model, backend="eager", dynamic=False))
     a, b = save_grey(tmp_path / "ir.png", 40, 56, 1), save_grey(tmp_path / "vis.png", 40, 56, 2)

@@ -9,12 +9,19 @@ import pytest
 import torch
 
 from fusionmamba_cli.model import create_model
+from fusionmamba_cli.model import compiled as compiled_mod
 from fusionmamba_cli.model.compiled import CompiledForward
 
 
 def _pair(seed=0):
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(1, 1, 32, 32, generator=gen), torch.rand(1, 1, 32, 32, generator=gen)
+
+
+@pytest.fixture(autouse=True)
+def _compile_on_cpu_too(monkeypatch):
+    """These tests run on the CPU; the real rule (CUDA only) is tested on its own below."""
+    monkeypatch.setattr(compiled_mod, "DEVICE_TYPES", ("cuda", "cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +88,18 @@ def test_disabled_by_flag_or_environment(micro, monkeypatch):
     assert not CompiledForward(micro, enabled=False).enabled
     monkeypatch.setenv("FUSIONMAMBA_COMPILE", "0")
     assert not CompiledForward(micro).enabled
+
+
+def test_cpu_inputs_run_uncompiled_with_one_warning(micro, monkeypatch):
+    monkeypatch.setattr(compiled_mod, "DEVICE_TYPES", ("cuda",))
+    monkeypatch.setattr(torch, "compile", lambda model, **_kw: lambda *a: pytest.fail("compiled code ran on CPU"))
+    compiled = CompiledForward(micro)
+    x1, x2 = _pair()
+    with torch.inference_mode():
+        with pytest.warns(RuntimeWarning, match="only used on cuda"):
+            first = compiled(x1, x2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert torch.equal(compiled(x1, x2), first)
+        assert torch.equal(first, micro(x1, x2))
+    assert compiled.enabled and not compiled.used

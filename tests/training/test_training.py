@@ -85,6 +85,7 @@ def test_non_finite_loss_stops_before_a_checkpoint(data_root, tmp_path):
 def test_compiled_training_matches_eager(data_root, tmp_path, monkeypatch):
     # Dynamo + AOTAutograd without code generation ("aot_eager"): the --compile path of the trainer,
     # forward and backward, at CI cost; numerics must match the plain run closely.
+    monkeypatch.setattr("fusionmamba_cli.model.compiled.DEVICE_TYPES", ("cuda", "cpu"))  # CPU-only CI
     real_compile, calls = torch.compile, []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(1) or real_compile(model, backend="aot_eager", dynamic=False))
     plain = train(_config(data_root, tmp_path / "plain", steps=3))
@@ -104,6 +105,7 @@ def test_compiled_backward_failure_falls_back_to_eager(data_root, tmp_path, monk
         def backward(ctx, grad):
             raise RuntimeError("inductor: backward failed to compile")
 
+    monkeypatch.setattr("fusionmamba_cli.model.compiled.DEVICE_TYPES", ("cuda", "cpu"))  # CPU-only CI
     monkeypatch.setattr(torch, "compile", lambda model, **kw: lambda a, b: FailingBackward.apply(model(a, b)))
     with pytest.warns(RuntimeWarning, match="backward failed to compile"):
         fallback = train(_config(data_root, tmp_path / "fallback", steps=3, compile=True))
