@@ -1,5 +1,5 @@
 """Loss terms of the shipped task models against the plain max rule on training crops (analysis for
-BENCHMARKS.md, training round 4). Usage: python tools/loss_vs_max.py  (reads ../shared/data; writes scratch/loss_vs_max.json)
+BENCHMARKS.md, training round 4). Usage: python tools/loss_vs_max.py  (reads ../shared/data; prints JSON)
 """
 import json
 from pathlib import Path
@@ -33,4 +33,4 @@ for task in ["ir_vis", "ct_mri", "pet_mri", "spect_mri", "gfp_pc"]:
             t = out[task][n]
             out[task][n][f"total_{w}_l1"] = round(lw.intensity * t["int_l1"] + lw.texture * t["text"] + lw.ssim * t["ssim"], 4)
     print(task, json.dumps(out[task]), flush=True)
-json.dump(out, open("scratch/loss_vs_max.json", "w"), indent=1)
+print(json.dumps(out))
