@@ -52,7 +52,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fusionmamba_cli.errors import BackendUnavailableError
+from fusionmamba_cli.errors import BackendUnavailableError, is_out_of_memory
 from fusionmamba_cli.model import FusionMamba, create_model
 from fusionmamba_cli.model.compiled import CompiledForward
 from fusionmamba_cli.model.graphed import GraphedForward
@@ -432,10 +432,6 @@ def _release_cpu_heap() -> None:
         pass
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 def _time_one(
     model: FusionMamba, height: int, width: int, batch: int, device: torch.device, dtype: torch.dtype, warmup: int,
     repeat: int, cuda_graphs: bool = True, compiled: bool = False,
@@ -456,7 +452,7 @@ def _time_one(
             try:
                 forward()  # first (warm-up) call: surfaces dtype/device problems before timing
             except RuntimeError as exc:
-                if _is_oom(exc):
+                if is_out_of_memory(exc):
                     raise
                 if dtype != torch.float32:
                     name = str(dtype).removeprefix("torch.")
@@ -472,7 +468,7 @@ def _time_one(
                 forward()  # a shape's second call captures its CUDA graph: never timed
             latency = measure_latency(forward, device, warmup=max(0, warmup - 1), repeat=repeat)
     except (RuntimeError, MemoryError) as exc:
-        if not _is_oom(exc) and not isinstance(exc, MemoryError):
+        if not is_out_of_memory(exc) and not isinstance(exc, MemoryError):
             raise
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -1,5 +1,6 @@
 """The package's error hierarchy. Each also inherits a builtin so callers can catch generically;
-the CLI maps them to one red line and an exit code."""
+the CLI maps them to one red line and an exit code. Also `is_out_of_memory`, the one test for
+device out-of-memory errors."""
 
 from __future__ import annotations
 
@@ -38,3 +39,12 @@ class BackendUnavailableError(FusionMambaError, RuntimeError):
 
 class WeightsDownloadError(FusionMambaError, ConnectionError):
     """Weights that could not be fetched from the Hub (no network, offline mode, server error)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a device out-of-memory error: torch's OutOfMemoryError, or a RuntimeError saying so
+    (other backends and older paths raise plain RuntimeErrors). Such errors are never swallowed by the
+    fall-backs that retry without CUDA graphs or torch.compile."""
+    import torch  # here, not at module level: this module is imported before anything heavy
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()

@@ -24,6 +24,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fusionmamba_cli.errors import is_out_of_memory
+
 ENV_VAR = "FUSIONMAMBA_COMPILE"
 DEVICE_TYPES = ("cuda",)  # where compiling pays (see the module docstring)
 
@@ -74,10 +76,8 @@ class CompiledForward:
             output = self._compiled(x1, x2)
             self.used = True
             return output
-        except torch.cuda.OutOfMemoryError:
-            raise
         except Exception as exc:  # noqa: BLE001 - any compiler failure means "run it eagerly"
-            if "out of memory" in str(exc).lower():
+            if is_out_of_memory(exc):
                 raise
             self.disable(exc)
             return self.model(x1, x2)

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from fusionmamba_cli import distributed
 from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
 from fusionmamba_cli.checkpoints.registry import resolve_weights
-from fusionmamba_cli.errors import FusionMambaError
+from fusionmamba_cli.errors import FusionMambaError, is_out_of_memory
 from fusionmamba_cli.imaging.io import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, get_preset
 from fusionmamba_cli.model.compiled import CompiledForward
@@ -261,7 +261,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
                 loss, terms = gradient_step(x1, x2)
                 compiled_ok = True
             except Exception as exc:  # noqa: BLE001
-                if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+                if is_out_of_memory(exc):
                     raise
                 forward.disable(exc)
                 loss, terms = gradient_step(x1, x2)
