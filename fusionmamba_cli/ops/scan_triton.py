@@ -536,6 +536,21 @@ def _affine_prev_combine(a1, b1, pa1, pb1, a2, b2, pa2, pb2):
 
 
 @triton.jit
+def _store_du_ddelta(du_ptrs, ddelta_ptrs, mask, u, dt, raw, dy, gB, shift_term, d_skip,
+                     HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr):
+    # A statewise tile's du_t = dt_t sum_n g B + D dy_t and ddelta_t = u_t sum_n g B + sum_n g A_n
+    # exp(dt_t A_n) h_{t-1} (`shift_term`), through the softplus at the raw delta, stored in time order.
+    du = dt * gB
+    if HAS_D:
+        du = du + d_skip * dy
+    ddt = u * gB + shift_term
+    if SOFTPLUS:
+        ddt = ddt * _dsoftplus(raw)
+    tl.store(du_ptrs, du.to(du_ptrs.dtype.element_ty), mask=mask)
+    tl.store(ddelta_ptrs, ddt, mask=mask)
+
+
+@triton.jit
 def _scan_bwd_statewise_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
@@ -619,14 +634,8 @@ def _scan_bwd_statewise_kernel(
                 dA_acc = tl.where(sel, dA_acc + tl.sum(dt * ge, axis=0), dA_acc)
                 tl.atomic_add(dB_base + nL + offs, g * dtu, mask=m, sem="relaxed")
                 tl.atomic_add(dC_base + nL + offs, dy * h, mask=m, sem="relaxed")
-            du = dt * gB_acc
-            if HAS_D:
-                du = du + d_skip * dy
-            ddt = u * gB_acc + gAe_acc
-            if SOFTPLUS:
-                ddt = ddt * _dsoftplus(raw)
-            tl.store(du_ptr + row + offs, du.to(du_ptr.dtype.element_ty), mask=m)
-            tl.store(ddelta_ptr + row + offs, ddt, mask=m)
+            _store_du_ddelta(du_ptr + row + offs, ddelta_ptr + row + offs, m, u, dt, raw, dy, gB_acc, gAe_acc,
+                             d_skip, HAS_D, SOFTPLUS)
         else:
             # Forward recompute, gradients and all stores in forward time order (f); only the
             # adjoint scan runs over reversed time (r), on inputs loaded reversed from global memory,
@@ -696,15 +705,9 @@ def _scan_bwd_statewise_kernel(
             tl.debug_barrier()
             aX = tl.load(buf + (k - 1), mask=k > 0, other=0.0)
             aX = tl.where(k == 0, aX_first, aX)
-            du = dt_f * gB_acc
-            if HAS_D:
-                du = du + d_skip * dy_f
             raw_f, _ = _step_size(delta_base + offs_f, m_f, bias, HAS_BIAS, SOFTPLUS)  # again (cache hit)
-            ddt = u_f * gB_acc + aX
-            if SOFTPLUS:
-                ddt = ddt * _dsoftplus(raw_f)
-            tl.store(du_ptr + row + offs_f, du.to(du_ptr.dtype.element_ty), mask=m_f)
-            tl.store(ddelta_ptr + row + offs_f, ddt, mask=m_f)
+            _store_du_ddelta(du_ptr + row + offs_f, ddelta_ptr + row + offs_f, m_f, u_f, dt_f, raw_f, dy_f, gB_acc,
+                             aX, d_skip, HAS_D, SOFTPLUS)
 
     tl.store(dA_ptr + (b * channels + c) * N + idx, dA_acc, mask=idx < N)
 
