@@ -40,6 +40,18 @@ def test_compiled_matches_the_network(micro):
     assert compiled.enabled and compiled.failure is None
 
 
+def _runs_eagerly_after_one_warning(compiled: CompiledForward, micro, match: str) -> None:
+    """Two calls: the first warns (`match`), the second does not; both give the plain network's output."""
+    x1, x2 = _pair()
+    with torch.inference_mode():
+        with pytest.warns(RuntimeWarning, match=match):
+            first = compiled(x1, x2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            second = compiled(x1, x2)
+        assert torch.equal(first, micro(x1, x2)) and torch.equal(second, first)
+
+
 def test_a_failing_compile_falls_back_once_with_a_warning(micro, monkeypatch):
     calls = []
 
@@ -49,14 +61,7 @@ def test_a_failing_compile_falls_back_once_with_a_warning(micro, monkeypatch):
 
     monkeypatch.setattr(torch, "compile", lambda model, **_kw: broken)
     compiled = CompiledForward(micro)
-    x1, x2 = _pair()
-    with torch.inference_mode():
-        with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found"):
-            first = compiled(x1, x2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            second = compiled(x1, x2)
-        assert torch.equal(first, micro(x1, x2)) and torch.equal(second, first)
+    _runs_eagerly_after_one_warning(compiled, micro, "no C\\+\\+ compiler found")
     assert len(calls) == 1 and not compiled.enabled and "RuntimeError" in compiled.failure
 
 
@@ -94,12 +99,5 @@ def test_cpu_inputs_run_uncompiled_with_one_warning(micro, monkeypatch):
     monkeypatch.setattr(compiled_mod, "DEVICE_TYPES", ("cuda",))
     monkeypatch.setattr(torch, "compile", lambda model, **_kw: lambda *a: pytest.fail("compiled code ran on CPU"))
     compiled = CompiledForward(micro)
-    x1, x2 = _pair()
-    with torch.inference_mode():
-        with pytest.warns(RuntimeWarning, match="only used on cuda"):
-            first = compiled(x1, x2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            assert torch.equal(compiled(x1, x2), first)
-        assert torch.equal(first, micro(x1, x2))
+    _runs_eagerly_after_one_warning(compiled, micro, "only used on cuda")
     assert compiled.enabled and not compiled.used
