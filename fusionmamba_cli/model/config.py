@@ -117,7 +117,8 @@ register_preset(
     "compact",
     FusionMambaConfig(dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), depths_decoder=(1, 2, 1, 1), drop_path_rate=0.0),
 )
-# compact with the output skip of the max rule (see OUTPUT_SKIPS): trains to a usable model far faster.
+# compact with the output skip of the max rule (see OUTPUT_SKIPS); experimental: under the paper's loss
+# its head can settle at zero, i.e. the max rule itself (BENCHMARKS.md, training round 3).
 register_preset(
     "compact-max",
     FusionMambaConfig(dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), depths_decoder=(1, 2, 1, 1), drop_path_rate=0.0, output_skip="max"),
