@@ -16,6 +16,7 @@ the first batch elements when the torch backend cannot hold the whole batch.
     python3 bench/bench_scan.py --out bench.json            # table + JSON
     python3 bench/bench_scan.py --out bench.json --sweep    # also explore the Triton launch knobs
     python3 bench/bench_scan.py --out sweep.json --sweep-only  # only the knob sweep
+    python3 bench/bench_scan.py --out sweep.json --sweep-only --sweep-impl statewise
 """
 
 from __future__ import annotations
@@ -253,6 +254,9 @@ def sweep(args) -> dict:
          # statewise: 12288 programs; tiles above L = 1024 are capped at 1024, so no 2048 rows
          sw(512, 4), sw(512, 8), sw(1024, 4), sw(1024, 8), sw(1024, 4, True)],
     ]
+    if args.sweep_impl == "statewise":  # the shipped row for comparison, then the statewise rows only
+        train_by_shape = [[rows[0], *(r for r in rows[1:] if r[6] == "statewise")] for rows in train_by_shape]
+        fwd_cfgs = []
     for si, (b, ch, length, n) in enumerate(shapes):
         x = make_inputs(b, ch, length, n)
         for tile, warps, prefetch, vec in fwd_cfgs:
@@ -350,6 +354,8 @@ def main() -> None:
     parser.add_argument("--max-gb", type=float, default=20.0, help="skip combos estimated above this")
     parser.add_argument("--sweep", action="store_true", help="also sweep the Triton launch knobs")
     parser.add_argument("--sweep-only", action="store_true", help="only the knob sweep")
+    parser.add_argument("--sweep-impl", choices=("all", "statewise"), default="all",
+                        help="statewise: sweep only the statewise backward (and the shipped row)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_scan.py needs a CUDA GPU")
