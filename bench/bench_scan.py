@@ -17,6 +17,7 @@ the first batch elements when the torch backend cannot hold the whole batch.
     python3 bench/bench_scan.py --out bench.json --sweep    # also explore the Triton launch knobs
     python3 bench/bench_scan.py --out sweep.json --sweep-only  # only the knob sweep
     python3 bench/bench_scan.py --out sweep.json --sweep-only --sweep-impl statewise
+    python3 bench/bench_scan.py --out bench.json --triton-variant 'tiled={"bwd_impl": "tiled"}'
 """
 
 from __future__ import annotations
@@ -54,13 +55,34 @@ def shape_list() -> list[dict]:
     return shapes
 
 
-def load_backends() -> dict:
+def with_tuning(fn, overrides: dict):
+    """`fn` run with `scan_triton._TUNING` updated by `overrides` (the forward fixes the backward's
+    kernel and knobs, so restoring them after the call is enough)."""
+    from fusionmamba_cli.ops import scan_triton
+
+    def run(*args, **kwargs):
+        saved = dict(scan_triton._TUNING)
+        scan_triton._TUNING.update(overrides)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            scan_triton._TUNING.clear()
+            scan_triton._TUNING.update(saved)
+
+    return run
+
+
+def load_backends(variants: list[str] = ()) -> dict:
+    """torch, triton (its defaults), one `triton[NAME]` per --triton-variant, mamba_ssm if it imports."""
     backends = {"torch": selective_scan_torch}
     try:
         from fusionmamba_cli.ops import scan_triton
 
         if scan_triton.is_available():
             backends["triton"] = scan_triton.selective_scan_triton
+            for spec in variants:
+                name, _, overrides = spec.partition("=")
+                backends[f"triton[{name}]"] = with_tuning(scan_triton.selective_scan_triton, json.loads(overrides))
     except Exception as exc:  # noqa: BLE001
         print(f"triton backend unavailable: {exc!r}", file=sys.stderr)
     try:
@@ -101,7 +123,7 @@ def estimate_gb(backend: str, batch, channels, length, n_state, backward: bool) 
     if backend == "torch":  # several (L, b, K, D, N) fp32 intermediates, more kept for autograd
         big = 4 * batch * channels * n_state * length
         return (io + big * (14 if backward else 6)) / 1e9
-    if backend == "triton" and backward:
+    if backend.startswith("triton") and backward:
         return (io + min(512e6, 8 * batch * channels * n_state * length)) / 1e9
     return io / 1e9
 
@@ -221,41 +243,45 @@ def sweep(args) -> dict:
     fwd_cfgs = [(64, 1, True, True), (64, 2, True, True), (128, 2, True, True), (256, 4, True, True),
                 (512, 8, True, True)]
     # training, per shape: (chunk, bwd warps, block_d, exact h_{t-1}, bwd maxnreg, bwd_prefetch,
-    # bwd_impl, statewise tile, statewise warps, statewise reverse scan); the first row is the
-    # shipped default, the second the same without the backward prefetch
+    # bwd_impl, statewise tile, statewise warps); the first row is the shipped default (bwd_impl
+    # "auto": statewise, its forward tile from the programs-per-SM rules), the second the tiled one
     dflt_chunk = st.DEFAULT_CHUNK
-    sw_dflt = (base["statewise_tile"], base["statewise_warps"], base["statewise_reverse_scan"])
-    dflt = (dflt_chunk, st._bwd_warps(dflt_chunk), None, base["exact_prev"], base["bwd_maxnreg"],
+    sw_dflt = (base["statewise_tile"], base["statewise_warps"])
+    dflt = (None, st._bwd_warps(dflt_chunk), None, base["exact_prev"], base["bwd_maxnreg"],
             base["bwd_prefetch"], base["bwd_impl"], *sw_dflt)
 
     def cfg(chunk=dflt_chunk, warps=dflt[1], block_d=None, prefetch=dflt[5]):
         return (chunk, warps, block_d, dflt[3], dflt[4], prefetch, "tiled", *sw_dflt)
 
-    def sw(tile, warps, reverse_scan=False):
+    def sw(tile, warps, exact_prev=dflt[3], chunk=None):
         # the statewise backward (one program per channel, 1-D scans over `tile` steps, one state
-        # at a time); the forward keeps the default chunk and saves every tile/chunk-th state
-        return (dflt_chunk, dflt[1], None, dflt[3], dflt[4], dflt[5], "statewise", tile, warps, reverse_scan)
+        # at a time); the forward walks tiles of `chunk` (None: the programs-per-SM rules) and saves
+        # the state every `tile` steps
+        return (chunk, dflt[1], None, exact_prev, dflt[4], dflt[5], "statewise", tile, warps)
 
     # bwd_prefetch levels: False/"none" (the original kernel), "early", "fwd", True/"all" (see
     # scan_triton._BWD_PREFETCH_LEVELS). Static sm_90 spill stacks (bytes/thread, ptxas): chunk 128 at
     # 4 warps none 40, early 48, fwd 96, all 224; at 8 warps 0 for every level; chunk 512 600-1100.
     prefetch_rows = [cfg(prefetch=False), cfg(prefetch="early"), cfg(prefetch="fwd")]
+    # statewise rows of both shapes: exp(dt A) h_{t-1} exact (4-tuple scan) or as h_t - dt u B;
+    # the forward at the old fixed chunk of 128 against the programs-per-SM rules
+    sw_rows = [sw(1024, 4, True), sw(1024, 4, False), sw(1024, 4, True, chunk=dflt_chunk), sw(512, 4, False)]
     train_by_shape = [
         # 256 one-channel programs (block_d None = 1 here): the serial walk over 16384 steps is the
         # critical path, so fewer, longer tiles may pay
-        [dflt, *prefetch_rows, cfg(warps=8), cfg(warps=8, prefetch=False), cfg(64, 2), cfg(64, 4),
+        [dflt, cfg(), *prefetch_rows, cfg(warps=8), cfg(warps=8, prefetch=False), cfg(64, 2), cfg(64, 4),
          cfg(256, 8), cfg(256, 8, prefetch="fwd"), cfg(512, 8), cfg(512, 16),
-         # statewise: 256 programs, each walking 16384 / tile tiles; the last row checks (and times)
-         # the optional reverse=True adjoint scan on the GPU (its grad_rel_err_max says if it is right)
-         sw(512, 4), sw(1024, 4), sw(1024, 8), sw(2048, 4), sw(2048, 8), sw(1024, 4, True)],
+         # statewise: 256 programs, each walking 16384 / tile tiles
+         *sw_rows, sw(2048, 4, False), sw(1024, 8, False)],
         # 12288 channels (block_d None = 8 on an H100): the GPU is full
-        [dflt, *prefetch_rows, cfg(warps=8), cfg(64, 2), cfg(64, 4), cfg(256, 8), cfg(512, 8),
+        [dflt, cfg(), *prefetch_rows, cfg(warps=8), cfg(64, 2), cfg(64, 4), cfg(256, 8), cfg(512, 8),
          cfg(block_d=1),
          # statewise: 12288 programs; tiles above L = 1024 are capped at 1024, so no 2048 rows
-         sw(512, 4), sw(512, 8), sw(1024, 4), sw(1024, 8), sw(1024, 4, True)],
+         *sw_rows, sw(512, 8, False)],
     ]
-    if args.sweep_impl == "statewise":  # the shipped row for comparison, then the statewise rows only
-        train_by_shape = [[rows[0], *(r for r in rows[1:] if r[6] == "statewise")] for rows in train_by_shape]
+    if args.sweep_impl == "statewise":  # the shipped and the tiled rows for comparison, then statewise
+        train_by_shape = [[rows[0], rows[1], *(r for r in rows[2:] if r[6] == "statewise")]
+                          for rows in train_by_shape]
         fwd_cfgs = []
     for si, (b, ch, length, n) in enumerate(shapes):
         x = make_inputs(b, ch, length, n)
@@ -281,25 +307,25 @@ def sweep(args) -> dict:
                                          leaves["D"], leaves["delta_bias"], True, chunk=chunk, block_d=block_d)
             y.backward(dy)
 
-        # reference gradients: the original backward (no prefetch) at the default chunk and warps
+        # reference gradients: the original tiled backward (no prefetch) at the default chunk and warps
         ref_grads = None
         try:
-            st._TUNING.update(base, bwd_prefetch=False, bwd_impl="tiled")
+            st._TUNING.update(base, bwd_prefetch=False, bwd_impl="tiled", exact_prev=True)
             fwd_bwd(dflt_chunk, None)
             ref_grads = {k: v.grad.detach().clone() for k, v in leaves.items()}
         except Exception as exc:  # noqa: BLE001
             print(f"sweep train: no reference gradients: {exc!r}"[:300], flush=True)
-        for (chunk, bwd_warps, block_d, exact, maxnreg, bwd_prefetch, bwd_impl, sw_tile, sw_warps,
-             sw_reverse) in train_by_shape[si]:
+        for (chunk, bwd_warps, block_d, exact, maxnreg, bwd_prefetch, bwd_impl, sw_tile,
+             sw_warps) in train_by_shape[si]:
             st._TUNING.update(base, bwd_warps=bwd_warps, exact_prev=exact, bwd_maxnreg=maxnreg,
                               bwd_prefetch=bwd_prefetch, bwd_impl=bwd_impl, statewise_tile=sw_tile,
-                              statewise_warps=sw_warps, statewise_reverse_scan=sw_reverse)
+                              statewise_warps=sw_warps)
             rec = {"shape": [b, ch, length, n], "chunk": chunk, "bwd_warps": bwd_warps, "block_d": block_d,
                    "exact_prev": exact, "maxnreg": maxnreg, "bwd_prefetch": bwd_prefetch,
                    "fwd_warps": base["fwd_warps"].get(chunk), "bwd_impl": bwd_impl, "statewise_tile": sw_tile,
-                   "statewise_warps": sw_warps, "statewise_reverse_scan": sw_reverse}
+                   "statewise_warps": sw_warps}
             try:
-                if bwd_impl == "statewise":  # one channel per program; the tile capped by L
+                if st._bwd_impl() == "statewise":  # one channel per program; the tile capped by L
                     rec["statewise_tile_used"] = st._statewise_tile(length)
                     rec["statewise_warps_used"] = st._statewise_warps(rec["statewise_tile_used"])
                 else:
@@ -354,6 +380,8 @@ def main() -> None:
     parser.add_argument("--max-gb", type=float, default=20.0, help="skip combos estimated above this")
     parser.add_argument("--sweep", action="store_true", help="also sweep the Triton launch knobs")
     parser.add_argument("--sweep-only", action="store_true", help="only the knob sweep")
+    parser.add_argument("--triton-variant", action="append", default=[], metavar="NAME=JSON",
+                        help='another Triton column with these _TUNING overrides, e.g. tiled={"bwd_impl": "tiled"}')
     parser.add_argument("--sweep-impl", choices=("all", "statewise"), default="all",
                         help="statewise: sweep only the statewise backward (and the shipped row)")
     args = parser.parse_args()
@@ -371,7 +399,7 @@ def main() -> None:
         sweep(args)
         if args.sweep_only:
             return
-    backends = load_backends()
+    backends = load_backends(args.triton_variant)
     rows = bench_shapes(backends, args)
     table = markdown(rows)
     print()

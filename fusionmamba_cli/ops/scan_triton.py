@@ -12,7 +12,9 @@ is needed, TL = CHUNK (default 128) and the state entering every tile is saved:
 the statewise backward only every TLS/CHUNK-th: see below).
 Without gradients TL and the warp count follow the programs-per-SM rules in `_TUNING`.
 
-Backward: one program per (batch, block of BLOCK_D consecutive channels of one group). It walks the
+Tiled backward (`_scan_bwd_kernel`, deterministic; used when torch's deterministic algorithms are
+on, the statewise one below otherwise): one program per (batch, block of BLOCK_D consecutive
+channels of one group). It walks the
 tiles in reverse; for each tile and each channel of the block it recomputes the tile's states from
 the saved entering state (forward-order scan), writes them to a small per-program scratch buffer
 (N x CHUNK fp32) and reads them back in reversed time order, along with h_{t-1} (one step further
@@ -20,9 +22,9 @@ back; the saved state at the tile start). The walk is latency-bound, so its glob
 issued ahead of use (`_TUNING["bwd_prefetch"]`; by default everything one (tile, channel) iteration
 ahead, in registers, like the forward; after the block's last channel comes the first channel of
 the previous tile). The tile is CHUNK steps (a power of two; bench_scan.py --sweep covers 64-512,
-the backward's warps by chunk are `_TUNING["bwd_warps"]`). Triton's `reverse=True` scan is
-unreliable for non-commutative combines, so every reverse-time quantity is loaded in reversed order
-and scanned forwards instead (deriving them from the forward-order values already in registers
+the backward's warps by chunk are `_TUNING["bwd_warps"]`). Every reverse-time quantity is loaded
+in reversed order and scanned forwards (written when Triton's `reverse=True` scan was thought
+unreliable for non-commutative combines; with Triton 3.6 it is right on an H100, see below) (deriving them from the forward-order values already in registers
 would take a `tl.flip`, measured slow, or for delta_{t+1} a shift across threads; the loads hit
 L1/L2 and the prefetch hides their latency). The adjoint
 g_t = dL/dh_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1} is that forward scan over reversed time; its
@@ -31,47 +33,31 @@ value at the tile start is carried to the previous tile. Gradients:
     ddt_t     = sum_n g_t (u_t B_t + A exp(dt_t A) h_{t-1})      (then through softplus and bias)
     dA_n      = sum_t g_t dt_t exp(dt_t A) h_{t-1}
     dB_t      = sum_{c in group} g_t dt_t u_t,   dC_t = sum_{c in group} dy_t h_t
-(exp(dt A) h_{t-1} is computed directly, not as h_t - dt u B, which cancels when exp(dt A) << 1.)
+(`_TUNING["exact_prev"]`, default True: exp(dt A) h_{t-1} is computed directly, not as
+h_t - dt u B, which cancels when exp(dt A) << 1.)
 dB/dC are summed over the block's channels in registers and written as deterministic per-block
 partials (batch, K*D/BLOCK_D, N, L), reduced over the blocks of each group with torch (BLOCK_D
 divides D and is picked so that there are enough programs and the partials stay under a memory
 budget). dD and ddelta_bias are plain reductions done with torch.
 
-Statewise backward (`_TUNING["bwd_impl"] = "statewise"`; "tiled", the kernel above, is the default
-until this one has been measured on a GPU): `_scan_bwd_statewise_kernel`, structured like
-mamba-ssm's backward (selective_scan_bwd_kernel.cuh). One program per (batch, channel) walks tiles
-of TLS steps (`_TUNING["statewise_tile"]`, a power of two, default 1024, capped at the next power
-of two >= L; warps `_TUNING["statewise_warps"]`) from the last to the first. Per tile it loads u,
-delta (bias, softplus) and dy once, then loops over the N states at run time (N is not padded):
-for state n it loads B[n], C[n] of the tile, recomputes h_n over the tile with a 1-D scan from the
-state the forward saved at the tile start, runs the adjoint as a 1-D scan over reversed time, and
-accumulates du, ddelta (over n, in registers), dA[n] and dB[n], dC[n] (below). So every scan is 1-D
-over a long tile (TLS/threads consecutive steps per thread) instead of (N, 128) tiles, and the
-per-tile costs are paid L/TLS times instead of L/128. The forward keeps its short tiles (CHUNK) and
-saves the state only every TLS/CHUNK tiles (SAVE_EVERY), so the saved states stay
-(batch, K*D, ceil(L/TLS), N), O(B*K*D*N*L/TLS).
-Time reversal: only the adjoint scan runs over reversed time; its inputs (C[n], dy, delta_{t+1})
-are loaded reversed from global memory (scanned forwards in index order: no `reverse=True` scan),
-and its result g is reversed back to forward order through a per-program scratch buffer (store,
-one `tl.debug_barrier()`, load reversed; two buffers alternate, so the buffer written next was last
-read before the previous barrier and one barrier per round trip suffices; 2*TLS fp32 per program,
-batch*K*D*2*TLS in all, under 4x the size of u in fp32 because TLS is capped by L). Everything
-else (the recompute, the gradients, every store and atomic) stays in forward order: one scratch
-round trip per (tile, n), plus one per tile (the shift of the ddelta term below). Reversing h
-instead (the first version) also takes one round trip per (tile, n), but leaves the gradients in
-reversed order: their stores and dB/dC atomics then get a non-vectorisable layout, and Triton
-converts g*dt*u and dy*h into it through shared memory (two more round trips with barriers per
-(tile, n), seen in the sm_90 TTGIR). h_{t-1} is not needed: the term exp(dt_t A) h_{t-1} (computed
-directly, no cancellation) is formed at t' = t - 1 as X_t' = exp(dt_{t'+1} A) g_{t'+1} h_t', with
-g_{t'+1} read one step further in the scratch; dA_n = sum dt_{t'+1} X_t', and sum_n A_n X_t' is accumulated over n in
-forward order and shifted one step later once per tile. The term of the tile's first step
-(t' = t0 - 1, h = the saved state, g = the adjoint at the tile start) is a per-tile scalar; the X of
-the tile's last step is the later tile's first-step term and is left to it. The adjoint at each
-tile start is carried to the previous tile in an (N,) vector (so is dA). Optional
-(`_TUNING["statewise_reverse_scan"]`, off): the adjoint as `tl.associative_scan(..., reverse=True)`
-in forward order, h_{t-1} from a 4-tuple scan that also composes all-but-the-last elements; no
-scratch and no barrier of ours, but reverse scans with non-commutative combines have been wrong on
-GPUs, so a GPU run must check it (bench_scan.py --sweep records its gradient error) before use.
+Statewise backward (`_scan_bwd_statewise_kernel`, the default unless deterministic algorithms
+are requested: see `_bwd_impl`), structured like mamba-ssm's backward (selective_scan_bwd_kernel.cuh).
+One program per (batch, channel) walks tiles of TLS steps (`_TUNING["statewise_tile"]`, a power of
+two, default 1024, capped at the next power of two >= L; warps `_TUNING["statewise_warps"]`) from
+the last to the first. Per tile it loads u, delta (bias, softplus) and dy once, then loops over the
+N states at run time (N is not padded): for state n it loads B[n], C[n] of the tile, recomputes h_n
+over the tile with a 1-D scan from the state the forward saved at the tile start, runs the adjoint
+as a 1-D `reverse=True` scan, and accumulates du, ddelta (over n, in registers), dA[n] and dB[n],
+dC[n] (below). So every scan is 1-D over a long tile (TLS/threads consecutive steps per thread)
+instead of (N, 128) tiles, and the per-tile costs are paid L/TLS times instead of L/128. The
+forward saves the state only every TLS steps (SAVE_EVERY tiles of its own), so the saved states
+stay (batch, K*D, ceil(L/TLS), N), O(B*K*D*N*L/TLS). Everything stays in forward time order (no
+scratch buffer, no barrier of ours). The term exp(dt_t A) h_{t-1} is either computed exactly, with
+h_{t-1} from a 4-tuple scan that also composes all-but-the-last elements (`_TUNING["exact_prev"]`
+True), or as mamba-ssm does, h_t - dt_t u_t B_t (False: half the recompute's scan work; it cancels
+when exp(dt A) << 1, an error of about eps |dt u B| in that term).
+(A first version reversed time through a scratch buffer instead of the `reverse=True` scan:
+1.22 vs 1.05 ms at (1, 256, 16384) and equal at (16, 768, 1024) on an H100; removed.)
 dB/dC: the channels of a group share B and C, so every program adds its dB[n], dC[n] into
 zero-initialised fp32 (batch, K, N, L) buffers with `tl.atomic_add`: the statewise backward's dB
 and dC are NOT bit-deterministic (the order of the additions varies from run to run); du, ddelta,
@@ -114,20 +100,17 @@ _TUNING = {
     "exact_prev": True,
     "programs_per_sm": 8,
     "bwd_maxnreg": None,  # register cap for the backward kernel (None: compiler's choice)
-    # which backward kernel: "tiled" (_scan_bwd_kernel, (N, CHUNK) tiles) or "statewise"
-    # (_scan_bwd_statewise_kernel, mamba-ssm's structure: 1-D scans over long tiles, one state at a
-    # time). "tiled" stays the default until "statewise" has been measured on a GPU.
-    "bwd_impl": "tiled",
+    # which backward kernel: "auto" (statewise, or tiled when torch's deterministic algorithms are
+    # on: the statewise dB/dC use atomics), "tiled" (_scan_bwd_kernel, (N, CHUNK) tiles, deterministic)
+    # or "statewise" (_scan_bwd_statewise_kernel, mamba-ssm's structure: 1-D scans over long tiles,
+    # one state at a time). H100, fwd+bwd: 1.05 vs 2.04 ms at (1, 256, 16384), 2.52 vs 4.37 ms at
+    # (16, 768, 1024) (BENCHMARKS.md).
+    "bwd_impl": "auto",
     # statewise backward: tile length (power of two; capped at max(16, next power of two >= L)), and
-    # its warps (an int, or a dict by tile; at most tile/32); not yet measured on a GPU. Static
-    # sm_90 spills (ptxas 13.4, N = 16): tile 512/4 warps and 1024/4 or 8 none (1024/4 at 249
-    # registers), 2048/4 ~370 bytes, 2048/8 ~28 bytes.
+    # its warps (an int, or a dict by tile; at most tile/32). H100 sweep: 1024 / 4 warps best at both
+    # shapes (512 / 4 and 2048 / 4 within 20 %, 8 warps 15-60 % slower).
     "statewise_tile": 1024,
     "statewise_warps": 4,
-    # statewise backward: the adjoint as `tl.associative_scan(..., reverse=True)` in forward time
-    # order (no scratch buffer, no barrier) instead of reversing through the scratch. Off: reverse
-    # scans with non-commutative combines have been wrong on GPUs; a GPU run must check it first.
-    "statewise_reverse_scan": False,
 }
 # Upper bound for the fp32 dB/dC partial buffers of the deterministic backward (both together).
 _PARTIAL_BUDGET_BYTES = 512 * 1024 * 1024
@@ -536,32 +519,18 @@ def _affine_prev_combine(a1, b1, pa1, pb1, a2, b2, pa2, pb2):
 
 
 @triton.jit
-def _store_du_ddelta(du_ptrs, ddelta_ptrs, mask, u, dt, raw, dy, gB, shift_term, d_skip,
-                     HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr):
-    # A statewise tile's du_t = dt_t sum_n g B + D dy_t and ddelta_t = u_t sum_n g B + sum_n g A_n
-    # exp(dt_t A_n) h_{t-1} (`shift_term`), through the softplus at the raw delta, stored in time order.
-    du = dt * gB
-    if HAS_D:
-        du = du + d_skip * dy
-    ddt = u * gB + shift_term
-    if SOFTPLUS:
-        ddt = ddt * _dsoftplus(raw)
-    tl.store(du_ptrs, du.to(du_ptrs.dtype.element_ty), mask=mask)
-    tl.store(ddelta_ptrs, ddt, mask=mask)
-
-
-@triton.jit
 def _scan_bwd_statewise_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr, scratch_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
     L, channels, per_group, n_groups, N, n_tiles,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    N_P2: tl.constexpr, TL: tl.constexpr, REVERSE_SCAN: tl.constexpr,
+    N_P2: tl.constexpr, TL: tl.constexpr, EXACT_PREV: tl.constexpr,
 ):
     # One program per (channel, batch), like mamba-ssm's backward: tiles of TL steps from the last
-    # to the first; per tile the per-step inputs (u, delta, dy) are loaded once, then the states
-    # are processed one at a time (runtime loop over N), each with 1-D scans over the tile. See the
-    # module docstring ("statewise backward") for the data flow.
+    # to the first, all in forward time order; per tile the per-step inputs (u, delta, dy) are
+    # loaded once, then the states are processed one at a time (runtime loop over N), each with a
+    # 1-D forward scan (recompute) and a 1-D reverse scan (adjoint) over the tile. See the module
+    # docstring ("statewise backward").
     c = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     grp = c // per_group
@@ -580,7 +549,6 @@ def _scan_bwd_statewise_kernel(
     dC_base = dC_ptr + bc_row
     st_base = states_ptr + (b * channels + c) * n_tiles * N
     A_row = A_ptr + c * N
-    scratch = scratch_ptr + (b * channels + c) * (2 * TL)  # two buffers of TL (unused with REVERSE_SCAN)
 
     bias = 0.0
     if HAS_BIAS:
@@ -594,120 +562,59 @@ def _scan_bwd_statewise_kernel(
 
     for ii in range(n_tiles):
         i = n_tiles - 1 - ii
-        t0 = i * TL
-        if REVERSE_SCAN:
-            # everything in forward time order; the adjoint is a reverse scan
-            offs = t0 + k
-            m = offs < L
-            m1 = offs + 1 < L
-            u = tl.load(u_base + offs, mask=m, other=0.0).to(tl.float32)
-            raw, dt = _step_size(delta_base + offs, m, bias, HAS_BIAS, SOFTPLUS)
-            _, dt1 = _step_size(delta_base + offs + 1, m1, bias, HAS_BIAS, SOFTPLUS)  # dt_{t+1}
-            dy = tl.load(dy_base + offs, mask=m, other=0.0).to(tl.float32)
-            dtu = dt * u
-            gB_acc = tl.zeros([TL], dtype=tl.float32)  # sum_n g B
-            gAe_acc = tl.zeros([TL], dtype=tl.float32)  # sum_n g A_n exp(dt A_n) h_{t-1}
-            for n in range(N):
-                sel = idx == n
-                A_n = tl.load(A_row + n).to(tl.float32)
-                h0 = tl.load(st_base + i * N + n)
-                g_in = tl.sum(tl.where(sel, g_carry, 0.0), axis=0)
-                nL = n * L
-                B_n = tl.load(B_base + nL + offs, mask=m, other=0.0).to(tl.float32)
-                C_n = tl.load(C_base + nL + offs, mask=m, other=0.0).to(tl.float32)
-                # 1) forward recompute with h_{t-1} alongside h_t
-                decay = tl.exp(dt * A_n)
+        offs = i * TL + k
+        m = offs < L
+        m1 = offs + 1 < L
+        u = tl.load(u_base + offs, mask=m, other=0.0).to(tl.float32)
+        raw, dt = _step_size(delta_base + offs, m, bias, HAS_BIAS, SOFTPLUS)
+        _, dt1 = _step_size(delta_base + offs + 1, m1, bias, HAS_BIAS, SOFTPLUS)  # dt_{t+1} (L1 hits)
+        dy = tl.load(dy_base + offs, mask=m, other=0.0).to(tl.float32)
+        dtu = dt * u
+        gB_acc = tl.zeros([TL], dtype=tl.float32)  # sum_n g B
+        gAe_acc = tl.zeros([TL], dtype=tl.float32)  # sum_n g A_n exp(dt A_n) h_{t-1}
+        for n in range(N):
+            sel = idx == n
+            A_n = tl.load(A_row + n).to(tl.float32)
+            h0 = tl.load(st_base + i * N + n)
+            g_in = tl.sum(tl.where(sel, g_carry, 0.0), axis=0)
+            nL = n * L
+            B_n = tl.load(B_base + nL + offs, mask=m, other=0.0).to(tl.float32)
+            C_n = tl.load(C_base + nL + offs, mask=m, other=0.0).to(tl.float32)
+            # 1) forward recompute of state n from the state saved at the tile start, and
+            #    e_t = exp(dt_t A) h_{t-1}
+            decay = tl.exp(dt * A_n)
+            dtuB = dtu * B_n
+            if EXACT_PREV:  # h_{t-1} from a 4-tuple scan: no cancellation
                 cum, h_loc, pcum, p_loc = tl.associative_scan(
-                    (decay, dtu * B_n, tl.full([TL], 1.0, tl.float32), tl.zeros([TL], dtype=tl.float32)),
+                    (decay, dtuB, tl.full([TL], 1.0, tl.float32), tl.zeros([TL], dtype=tl.float32)),
                     0, _affine_prev_combine)
                 h = h_loc + cum * h0
-                h_prev = p_loc + pcum * h0
-                # 2) adjoint g_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1}, scanned from the tile end
-                decay1 = tl.where(m1, tl.exp(dt1 * A_n), 0.0)
-                cg, g_loc = tl.associative_scan((decay1, dy * C_n), 0, _affine_combine, reverse=True)
-                g = g_loc + cg * g_in
-                g_carry = tl.where(sel, tl.sum(tl.where(k == 0, g, 0.0), axis=0), g_carry)
-                # 3) gradients
-                ge = g * (decay * h_prev)  # g exp(dt A) h_{t-1}
-                gB_acc += g * B_n
-                gAe_acc += A_n * ge
-                dA_acc = tl.where(sel, dA_acc + tl.sum(dt * ge, axis=0), dA_acc)
-                tl.atomic_add(dB_base + nL + offs, g * dtu, mask=m, sem="relaxed")
-                tl.atomic_add(dC_base + nL + offs, dy * h, mask=m, sem="relaxed")
-            _store_du_ddelta(du_ptr + row + offs, ddelta_ptr + row + offs, m, u, dt, raw, dy, gB_acc, gAe_acc,
-                             d_skip, HAS_D, SOFTPLUS)
-        else:
-            # Forward recompute, gradients and all stores in forward time order (f); only the
-            # adjoint scan runs over reversed time (r), on inputs loaded reversed from global memory,
-            # and its result g is reversed back through the scratch buffer: one round trip per
-            # (tile, n), plus one per tile to shift the ddelta term below by a step.
-            # The exp(dt_t A) h_{t-1} terms are formed at the position of h_{t-1}, as
-            # X_t' = exp(dt_{t'+1} A) g_{t'+1} h_t' (t' = t - 1, g_{t'+1} read one step further in
-            # the reversed buffer), so no h_{t-1} is needed; dA sums X over t', and ddelta's
-            # sum_n A_n X, accumulated over n, is shifted once per tile. The X of the tile's first
-            # step (t' = t0 - 1, h = the saved state) is a per-tile scalar; the X of its last step
-            # belongs to the later tile, which counted it as its own first-step term.
-            offs_f = t0 + k
-            m_f = offs_f < L
-            m_f1 = offs_f + 1 < L
-            offs_r = t0 + (TL - 1) - k
-            m_r = offs_r < L
-            m_r1 = offs_r + 1 < L
-            u_f = tl.load(u_base + offs_f, mask=m_f, other=0.0).to(tl.float32)
-            _, dt_f = _step_size(delta_base + offs_f, m_f, bias, HAS_BIAS, SOFTPLUS)
-            _, dt_f1 = _step_size(delta_base + offs_f + 1, m_f1, bias, HAS_BIAS, SOFTPLUS)  # dt_{t+1}
-            dy_f = tl.load(dy_base + offs_f, mask=m_f, other=0.0).to(tl.float32)
-            dtu_f = dt_f * u_f
-            _, dt_r1 = _step_size(delta_base + offs_r + 1, m_r1, bias, HAS_BIAS, SOFTPLUS)  # dt_{t+1}
-            dy_r = tl.load(dy_base + offs_r, mask=m_r, other=0.0).to(tl.float32)
-            _, dt0 = _step_size(delta_base + t0, t0 < L, bias, HAS_BIAS, SOFTPLUS)  # scalar dt_{t0}
-            gB_acc = tl.zeros([TL], dtype=tl.float32)  # sum_n g B
-            aX_acc = tl.zeros([TL], dtype=tl.float32)  # sum_n A_n X, at t' = t - 1
-            aX_first = 0.0  # sum_n A_n X at t' = t0 - 1
-            it0 = ii * (N + 1)  # scratch round trips so far (buffers alternate: one barrier each)
-            for n in range(N):
-                sel = idx == n
-                A_n = tl.load(A_row + n).to(tl.float32)
-                h0 = tl.load(st_base + i * N + n)
-                g_in = tl.sum(tl.where(sel, g_carry, 0.0), axis=0)
-                nL = n * L
-                B_f = tl.load(B_base + nL + offs_f, mask=m_f, other=0.0).to(tl.float32)
-                C_r = tl.load(C_base + nL + offs_r, mask=m_r, other=0.0).to(tl.float32)
-                # 1) forward recompute of state n from the saved entering state
-                cum, h_loc = tl.associative_scan((tl.exp(dt_f * A_n), dtu_f * B_f), 0, _affine_combine)
-                h_f = h_loc + cum * h0
-                # 2) adjoint g_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1}: forward scan over reversed time
-                decay_r1 = tl.where(m_r1, tl.exp(dt_r1 * A_n), 0.0)
-                cg, g_loc = tl.associative_scan((decay_r1, dy_r * C_r), 0, _affine_combine)
-                g_r = g_loc + cg * g_in
-                g_first = tl.sum(tl.where(k == TL - 1, g_r, 0.0), axis=0)  # g at the tile start
-                g_carry = tl.where(sel, g_first, g_carry)
-                # 3) g back to forward order through the scratch: g_t and g_{t+1} (0 at the tile end)
-                buf = scratch + ((it0 + n) % 2) * TL
-                tl.store(buf + k, g_r)
-                tl.debug_barrier()
-                g_f = tl.load(buf + (TL - 1 - k))
-                g_next = tl.load(buf + (TL - 2 - k), mask=k < TL - 1, other=0.0)
-                # 4) gradients
-                X = tl.exp(dt_f1 * A_n) * g_next * h_f  # exp(dt_{t'+1} A) g_{t'+1} h_t'
-                X_first = tl.exp(dt0 * A_n) * g_first * h0
-                gB_acc += g_f * B_f
-                aX_acc += A_n * X
-                aX_first += A_n * X_first
-                dA_n = tl.sum(dt_f1 * X, axis=0) + dt0 * X_first
-                dA_acc = tl.where(sel, dA_acc + dA_n, dA_acc)
-                tl.atomic_add(dB_base + nL + offs_f, g_f * dtu_f, mask=m_f, sem="relaxed")
-                tl.atomic_add(dC_base + nL + offs_f, dy_f * h_f, mask=m_f, sem="relaxed")
-            # sum_n A_n X shifted one step later (through the scratch), the tile's first step from
-            # the scalar
-            buf = scratch + ((it0 + N) % 2) * TL
-            tl.store(buf + k, aX_acc)
-            tl.debug_barrier()
-            aX = tl.load(buf + (k - 1), mask=k > 0, other=0.0)
-            aX = tl.where(k == 0, aX_first, aX)
-            raw_f, _ = _step_size(delta_base + offs_f, m_f, bias, HAS_BIAS, SOFTPLUS)  # again (cache hit)
-            _store_du_ddelta(du_ptr + row + offs_f, ddelta_ptr + row + offs_f, m_f, u_f, dt_f, raw_f, dy_f, gB_acc,
-                             aX, d_skip, HAS_D, SOFTPLUS)
+                e = decay * (p_loc + pcum * h0)
+            else:  # mamba-ssm's h_t - dt u B: half the scan work, cancels when exp(dt A) << 1
+                cum, h_loc = tl.associative_scan((decay, dtuB), 0, _affine_combine)
+                h = h_loc + cum * h0
+                e = h - dtuB
+            # 2) adjoint g_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1}, a reverse scan from the tile end
+            decay1 = tl.where(m1, tl.exp(dt1 * A_n), 0.0)
+            cg, g_loc = tl.associative_scan((decay1, dy * C_n), 0, _affine_combine, reverse=True)
+            g = g_loc + cg * g_in
+            g_carry = tl.where(sel, tl.sum(tl.where(k == 0, g, 0.0), axis=0), g_carry)
+            # 3) gradients
+            ge = g * e
+            gB_acc += g * B_n
+            gAe_acc += A_n * ge
+            dA_acc = tl.where(sel, dA_acc + tl.sum(dt * ge, axis=0), dA_acc)
+            tl.atomic_add(dB_base + nL + offs, g * dtu, mask=m, sem="relaxed")
+            tl.atomic_add(dC_base + nL + offs, dy * h, mask=m, sem="relaxed")
+        # du_t = dt_t sum_n g B + D dy_t; ddelta_t = u_t sum_n g B + sum_n g A_n e, through the softplus
+        du = dt * gB_acc
+        if HAS_D:
+            du = du + d_skip * dy
+        ddt = u * gB_acc + gAe_acc
+        if SOFTPLUS:
+            ddt = ddt * _dsoftplus(raw)
+        tl.store(du_ptr + row + offs, du.to(du_ptr.dtype.element_ty), mask=m)
+        tl.store(ddelta_ptr + row + offs, ddt, mask=m)
 
     tl.store(dA_ptr + (b * channels + c) * N + idx, dA_acc, mask=idx < N)
 
@@ -784,14 +691,17 @@ def _bwd_prefetch_level() -> int:
                      f"0-3; got {value!r}")
 
 
-_BWD_IMPLS = ("tiled", "statewise")
+_BWD_IMPLS = ("auto", "tiled", "statewise")
 
 
 def _bwd_impl() -> str:
-    """`_TUNING["bwd_impl"]`, checked."""
+    """The backward kernel to use: `_TUNING["bwd_impl"]`, with "auto" resolved to "statewise" (the
+    faster) unless torch's deterministic algorithms are on (its dB/dC atomics are not)."""
     impl = _TUNING["bwd_impl"]
     if impl not in _BWD_IMPLS:
         raise ValueError(f"_TUNING['bwd_impl'] must be one of {_BWD_IMPLS}; got {impl!r}")
+    if impl == "auto":
+        return "tiled" if torch.are_deterministic_algorithms_enabled() else "statewise"
     return impl
 
 
@@ -821,7 +731,7 @@ def _check_chunk(chunk: int) -> int:
     return chunk
 
 
-def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_softplus, tile):
+def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_softplus, tile, warps, exact_prev):
     """du, ddelta (fp32), dA per batch element (fp32), dB, dC from `_scan_bwd_statewise_kernel`;
     `states` holds the state entering every `tile` steps. dB/dC are summed over the channels of a
     group with fp32 atomics: not bit-deterministic (the order of the additions varies)."""
@@ -829,24 +739,19 @@ def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_soft
     n_groups, n_state = B.shape[1], A.shape[1]
     per_group = channels // n_groups
     dev = u.device
-    reverse_scan = bool(_TUNING["statewise_reverse_scan"])
     du = torch.empty_like(u)
     ddelta = torch.empty((batch, channels, length), device=dev, dtype=torch.float32)
     dA_part = torch.empty((batch, channels, n_state), device=dev, dtype=torch.float32)
     dB_acc = torch.zeros((batch, n_groups, n_state, length), device=dev, dtype=torch.float32)
     dC_acc = torch.zeros_like(dB_acc)
-    # two buffers of `tile` fp32 per program to reverse h in time (none with the reverse scan)
-    scratch = torch.empty((1,) if reverse_scan else (batch * channels * 2 * tile,), device=dev,
-                          dtype=torch.float32)
     if length > 0 and batch > 0 and channels > 0:
         _scan_bwd_statewise_kernel[(channels, batch)](
             u, delta, A, B, C,
-            u if D is None else D, u if delta_bias is None else delta_bias, dy, states, scratch,
+            u if D is None else D, u if delta_bias is None else delta_bias, dy, states,
             du, ddelta, dA_part, dB_acc, dC_acc,
             length, channels, per_group, n_groups, n_state, states.shape[2],
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-            N_P2=_next_pow2(n_state), TL=tile, REVERSE_SCAN=reverse_scan,
-            num_warps=_statewise_warps(tile),
+            N_P2=_next_pow2(n_state), TL=tile, EXACT_PREV=exact_prev, num_warps=warps,
         )
     else:
         for t in (du, ddelta, dA_part):
@@ -885,10 +790,13 @@ class _SelectiveScanTriton(torch.autograd.Function):
         impl = _bwd_impl() if save else "tiled"
         bwd_tile = chunk
         if save and impl == "statewise":
-            # the forward keeps its short tiles and saves the state entering every bwd_tile steps
+            # the forward walks its own tiles (the gradient-free forward's, unless `chunk` is given)
+            # and saves the state entering every bwd_tile steps: both are powers of two
             bwd_tile = _statewise_tile(length)
-            tile = min(chunk, bwd_tile)
-            warps = _TUNING["fwd_warps"].get(tile, 4)
+            tile, warps = (chunk, None) if explicit_chunk else _infer_config(batch * channels, u.device)
+            if tile > bwd_tile or warps is None:
+                tile = min(tile, bwd_tile)
+                warps = _TUNING["fwd_warps"].get(tile, 4)
         elif save or explicit_chunk:
             tile, warps = chunk, _TUNING["fwd_warps"].get(chunk, 4)
         else:
@@ -912,14 +820,16 @@ class _SelectiveScanTriton(torch.autograd.Function):
             )
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
-            # the backward kernel is fixed here: the states are saved at its tile boundaries
-            ctx.config = (bool(delta_softplus), chunk, block_d, impl, bwd_tile)
+            # the backward kernel and its launch knobs are fixed here: the states are saved at its
+            # tile boundaries
+            statewise_opts = (_statewise_warps(bwd_tile), bool(_TUNING["exact_prev"]))
+            ctx.config = (bool(delta_softplus), chunk, block_d, impl, bwd_tile, statewise_opts)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         u, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
-        delta_softplus, chunk, block_d, impl, bwd_tile = ctx.config
+        delta_softplus, chunk, block_d, impl, bwd_tile, statewise_opts = ctx.config
         batch, channels, length = u.shape
         n_groups, n_state = B.shape[1], A.shape[1]
         per_group = channels // n_groups
@@ -927,7 +837,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dy = dy.contiguous()
         if impl == "statewise":
             du, ddelta, dA_part, dB, dC = _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states,
-                                                              delta_softplus, bwd_tile)
+                                                              delta_softplus, bwd_tile, *statewise_opts)
             return _finish_backward(ctx, u, delta, A, D, delta_bias, dy, du, ddelta, dA_part, dB, dC)
         if block_d is None:
             block_d = _choose_block_d(batch, channels, per_group, n_state, length, u.device)
@@ -992,10 +902,10 @@ def selective_scan_triton(
     """Selective scan on the GPU (or the Triton interpreter); shapes as in `scan_reference`.
 
     `chunk` (power of two): time steps per tile, and the spacing of the states saved for the
-    backward (default DEFAULT_CHUNK; without gradients the forward tile is tuned separately unless
-    `chunk` is given; with the statewise backward, `_TUNING["bwd_impl"] = "statewise"`, the states
-    are saved every `_TUNING["statewise_tile"]` steps instead). `block_d`: channels per backward
-    program of the tiled backward (must divide the channels per group; the statewise backward has
+    backward of the tiled kernel (default DEFAULT_CHUNK; otherwise the forward tile is tuned
+    separately unless `chunk` is given; with the statewise backward, the default, the states are
+    saved every `_TUNING["statewise_tile"]` steps). `block_d`: channels per backward program of the
+    tiled backward (must divide the channels per group; the statewise backward has
     one channel per program and ignores it); None picks one from the shape and the device.
     """
     explicit = chunk is not None

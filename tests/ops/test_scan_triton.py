@@ -32,6 +32,13 @@ DEVICE = "cuda" if _CUDA else "cpu"
 NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
 
+@pytest.fixture(autouse=True)
+def tiled_backward_unless_chosen(monkeypatch):
+    """Most tests here are the tiled backward's (their chunk and block_d are its knobs): they name it.
+    The statewise tests select theirs; the default ("auto") has its own tests."""
+    monkeypatch.setitem(st._TUNING, "bwd_impl", "tiled")
+
+
 def make_inputs(batch=2, groups=4, per_group=4, n_state=16, length=37, *, dt_scale=0.5, a_max=5.0,
                 delta_shift=0.0, with_d=True, with_bias=True, dtype=torch.float32, seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -284,19 +291,39 @@ def test_kernel_variants(knob, monkeypatch):
 # ---- the statewise backward (_TUNING["bwd_impl"] = "statewise") ---------------------------------
 
 
-@pytest.fixture(params=[False, True], ids=["scratch", "reverse_scan"])
+@pytest.fixture(params=[True, False], ids=["exact_prev", "subtract_prev"])
 def statewise(request, monkeypatch):
-    """Select the statewise backward with a small tile (several tiles per sequence), through the
-    scratch-buffer reversal (the default) or the optional `reverse=True` scan. The interpreter
-    checks the reverse scan's semantics as the interpreter implements them, not the GPU's."""
+    """Select the statewise backward with a small tile (several tiles per sequence), with
+    exp(dt A) h_{t-1} from the 4-tuple scan or as h_t - dt u B. The interpreter checks the
+    `reverse=True` scan as the interpreter implements it; GPU runs of this file check the GPU's."""
     monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
     monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
-    monkeypatch.setitem(st._TUNING, "statewise_reverse_scan", request.param)
+    monkeypatch.setitem(st._TUNING, "exact_prev", request.param)
     return request.param
 
 
-def test_statewise_is_not_the_default():
-    assert st._TUNING["bwd_impl"] == "tiled" and st._TUNING["statewise_reverse_scan"] is False
+def test_auto_backward_is_statewise_unless_deterministic(monkeypatch):
+    monkeypatch.setitem(st._TUNING, "bwd_impl", "auto")
+    assert st._bwd_impl() == "statewise"
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        assert st._bwd_impl() == "tiled"
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    assert st._bwd_impl() == "statewise"
+
+
+@pytest.mark.parametrize("infer_tile, length", [(None, 45), (16, 150)])
+def test_auto_backward_gradients(infer_tile, length, monkeypatch):
+    # the shipped defaults end to end, every gradient checked. L = 45: statewise tile capped at 64,
+    # the forward's tile from the programs-per-SM rules (256) capped at it too. L = 150 with a
+    # forward tile of 16: tiles of 64 for the backward, a state saved every fourth forward tile
+    monkeypatch.setitem(st._TUNING, "bwd_impl", "auto")
+    monkeypatch.setitem(st._TUNING, "infer_tile", infer_tile)
+    monkeypatch.setitem(st._TUNING, "statewise_tile", 64)
+    inputs = make_inputs(batch=1, groups=2, per_group=2, n_state=4, length=length, seed=30)
+    check(inputs, chunk=None)
 
 
 def test_statewise_ragged_groups_batch(statewise):
