@@ -146,13 +146,30 @@ def time_cuda(fn, warmup=2, iters=10, max_s=3.0) -> float:
     return statistics.median(times)
 
 
+def time_graphed(fn, iters=10) -> float:
+    """Median CUDA-event time of replaying `fn` captured in a CUDA graph: GPU time without the
+    host's launch overhead (which dominates both backends at the smallest shapes). Gradients
+    accumulate into the leaves' .grad tensors allocated during capture."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return time_cuda(graph.replay, iters=iters)
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach().float(), b.detach().float()
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
-def run_backend(fn, x, iters):
-    """Forward and forward+backward timings (ms), peak memory (GB), output and gradients."""
+def run_backend(fn, x, iters, graphs=False):
+    """Forward and forward+backward timings (ms), peak memory (GB); with `graphs` also both timed
+    as CUDA-graph replays (`*_graph_ms`, or `graph_error` when the backend cannot be captured)."""
     res = {}
     with torch.no_grad():
         torch.cuda.reset_peak_memory_stats()
@@ -169,6 +186,13 @@ def run_backend(fn, x, iters):
     torch.cuda.reset_peak_memory_stats()
     res["fwd_bwd_ms"] = time_cuda(fwd_bwd, iters=iters)
     res["fwd_bwd_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    if graphs:
+        try:
+            with torch.no_grad():
+                res["fwd_graph_ms"] = time_graphed(lambda: call(fn, x), iters=iters)
+            res["fwd_bwd_graph_ms"] = time_graphed(fwd_bwd, iters=iters)
+        except Exception as exc:  # noqa: BLE001
+            res["graph_error"] = repr(exc)[:200]
     return res
 
 
@@ -203,7 +227,7 @@ def bench_shapes(backends, args) -> list[dict]:
                 continue
             try:
                 if estimate_gb(name, b, ch, length, n, True) <= args.max_gb:
-                    row.update(run_backend(fn, x, args.iters))
+                    row.update(run_backend(fn, x, args.iters, args.graphs))
                 else:
                     with torch.no_grad():
                         row["fwd_ms"] = time_cuda(lambda: call(fn, x), iters=args.iters)
@@ -232,8 +256,8 @@ def sweep(args) -> dict:
     block_d, exact h_{t-1}, register cap, backward prefetch). Every training row also records its
     gradients' largest relative error against the original kernel (default chunk and warps,
     bwd_prefetch False), which checks the compiled variants, not only their speed. The training rows
-    cover both backward kernels (`bwd_impl` "tiled" and "statewise"; for "statewise" its tile, warps
-    and reverse-scan knobs; the "statewise" rows' chunk is the forward's tile)."""
+    cover both backward kernels (`bwd_impl` "tiled" and "statewise"; for "statewise" its tile, warps,
+    state splits and B/C prefetch; the "statewise" rows' chunk is the forward's tile)."""
     from fusionmamba_cli.ops import scan_triton as st
 
     base = dict(st._TUNING)
@@ -242,45 +266,45 @@ def sweep(args) -> dict:
     # forward (no grad): (tile, warps, prefetch, vectorised B/C loads)
     fwd_cfgs = [(64, 1, True, True), (64, 2, True, True), (128, 2, True, True), (256, 4, True, True),
                 (512, 8, True, True)]
-    # training, per shape: (chunk, bwd warps, block_d, exact h_{t-1}, bwd maxnreg, bwd_prefetch,
-    # bwd_impl, statewise tile, statewise warps); the first row is the shipped default (bwd_impl
-    # "auto": statewise, its forward tile from the programs-per-SM rules), the second the tiled one
+    # training rows, per shape: {"chunk", "block_d", and `_TUNING` overrides}; the first row is the
+    # shipped default (bwd_impl "auto": statewise, its forward tile from the programs-per-SM rules)
     dflt_chunk = st.DEFAULT_CHUNK
-    sw_dflt = (base["statewise_tile"], base["statewise_warps"])
-    dflt = (None, st._bwd_warps(dflt_chunk), None, base["exact_prev"], base["bwd_maxnreg"],
-            base["bwd_prefetch"], base["bwd_impl"], *sw_dflt)
 
-    def cfg(chunk=dflt_chunk, warps=dflt[1], block_d=None, prefetch=dflt[5]):
-        return (chunk, warps, block_d, dflt[3], dflt[4], prefetch, "tiled", *sw_dflt)
+    def cfg(chunk=dflt_chunk, warps=None, block_d=None, **tuning):
+        # the tiled backward (the deterministic one)
+        return {"chunk": chunk, "block_d": block_d, "bwd_impl": "tiled",
+                "bwd_warps": warps or st._bwd_warps(chunk), **tuning}
 
-    def sw(tile, warps, exact_prev=dflt[3], chunk=None):
-        # the statewise backward (one program per channel, 1-D scans over `tile` steps, one state
-        # at a time); the forward walks tiles of `chunk` (None: the programs-per-SM rules) and saves
-        # the state every `tile` steps
-        return (chunk, dflt[1], None, exact_prev, dflt[4], dflt[5], "statewise", tile, warps)
+    def sw(tile=base["statewise_tile"], warps=base["statewise_warps"], chunk=None, **tuning):
+        # the statewise backward (1-D scans over `tile` steps, one state at a time); the forward
+        # walks tiles of `chunk` (None: the programs-per-SM rules) and saves the state every `tile`
+        return {"chunk": chunk, "block_d": None, "bwd_impl": "statewise", "statewise_tile": tile,
+                "statewise_warps": warps, **tuning}
 
+    dflt = {"chunk": None, "block_d": None}
     # bwd_prefetch levels: False/"none" (the original kernel), "early", "fwd", True/"all" (see
     # scan_triton._BWD_PREFETCH_LEVELS). Static sm_90 spill stacks (bytes/thread, ptxas): chunk 128 at
     # 4 warps none 40, early 48, fwd 96, all 224; at 8 warps 0 for every level; chunk 512 600-1100.
-    prefetch_rows = [cfg(prefetch=False), cfg(prefetch="early"), cfg(prefetch="fwd")]
-    # statewise rows of both shapes: exp(dt A) h_{t-1} exact (4-tuple scan) or as h_t - dt u B;
-    # the forward at the old fixed chunk of 128 against the programs-per-SM rules
-    sw_rows = [sw(1024, 4, True), sw(1024, 4, False), sw(1024, 4, True, chunk=dflt_chunk), sw(512, 4, False)]
+    prefetch_rows = [cfg(bwd_prefetch=False), cfg(bwd_prefetch="early"), cfg(bwd_prefetch="fwd")]
+    # statewise rows of both shapes: B/C prefetch, states split over 2 or 4 programs, the forward
+    # at the old fixed chunk of 128
+    sw_rows = [sw(statewise_prefetch=True), sw(statewise_splits=2), sw(statewise_splits=4),
+               sw(chunk=dflt_chunk), sw(512, 4)]
     train_by_shape = [
         # 256 one-channel programs (block_d None = 1 here): the serial walk over 16384 steps is the
         # critical path, so fewer, longer tiles may pay
-        [dflt, cfg(), *prefetch_rows, cfg(warps=8), cfg(warps=8, prefetch=False), cfg(64, 2), cfg(64, 4),
-         cfg(256, 8), cfg(256, 8, prefetch="fwd"), cfg(512, 8), cfg(512, 16),
+        [dflt, cfg(), *prefetch_rows, cfg(warps=8), cfg(warps=8, bwd_prefetch=False), cfg(64, 2), cfg(64, 4),
+         cfg(256, 8), cfg(256, 8, bwd_prefetch="fwd"), cfg(512, 8), cfg(512, 16),
          # statewise: 256 programs, each walking 16384 / tile tiles
-         *sw_rows, sw(2048, 4, False), sw(1024, 8, False)],
+         *sw_rows, sw(2048, 4), sw(2048, 8), sw(1024, 8), sw(2048, 8, statewise_prefetch=True)],
         # 12288 channels (block_d None = 8 on an H100): the GPU is full
         [dflt, cfg(), *prefetch_rows, cfg(warps=8), cfg(64, 2), cfg(64, 4), cfg(256, 8), cfg(512, 8),
          cfg(block_d=1),
          # statewise: 12288 programs; tiles above L = 1024 are capped at 1024, so no 2048 rows
-         *sw_rows, sw(512, 8, False)],
+         *sw_rows, sw(512, 8), sw(1024, 8)],
     ]
     if args.sweep_impl == "statewise":  # the shipped and the tiled rows for comparison, then statewise
-        train_by_shape = [[rows[0], rows[1], *(r for r in rows[2:] if r[6] == "statewise")]
+        train_by_shape = [[rows[0], rows[1], *(r for r in rows[2:] if r.get("bwd_impl") == "statewise")]
                           for rows in train_by_shape]
         fwd_cfgs = []
     for si, (b, ch, length, n) in enumerate(shapes):
@@ -315,15 +339,11 @@ def sweep(args) -> dict:
             ref_grads = {k: v.grad.detach().clone() for k, v in leaves.items()}
         except Exception as exc:  # noqa: BLE001
             print(f"sweep train: no reference gradients: {exc!r}"[:300], flush=True)
-        for (chunk, bwd_warps, block_d, exact, maxnreg, bwd_prefetch, bwd_impl, sw_tile,
-             sw_warps) in train_by_shape[si]:
-            st._TUNING.update(base, bwd_warps=bwd_warps, exact_prev=exact, bwd_maxnreg=maxnreg,
-                              bwd_prefetch=bwd_prefetch, bwd_impl=bwd_impl, statewise_tile=sw_tile,
-                              statewise_warps=sw_warps)
-            rec = {"shape": [b, ch, length, n], "chunk": chunk, "bwd_warps": bwd_warps, "block_d": block_d,
-                   "exact_prev": exact, "maxnreg": maxnreg, "bwd_prefetch": bwd_prefetch,
-                   "fwd_warps": base["fwd_warps"].get(chunk), "bwd_impl": bwd_impl, "statewise_tile": sw_tile,
-                   "statewise_warps": sw_warps}
+        for row in train_by_shape[si]:
+            chunk, block_d = row["chunk"], row["block_d"]
+            tuning = {k: v for k, v in row.items() if k not in ("chunk", "block_d")}
+            st._TUNING.update(base, **tuning)
+            rec = {"shape": [b, ch, length, n], **row}
             try:
                 if st._bwd_impl() == "statewise":  # one channel per program; the tile capped by L
                     rec["statewise_tile_used"] = st._statewise_tile(length)
@@ -332,6 +352,8 @@ def sweep(args) -> dict:
                     rec["block_d_used"] = block_d or st._choose_block_d(
                         b, ch, ch // K, n, length, x["u"].device)
                 rec["fwd_bwd_ms"] = time_cuda(lambda: fwd_bwd(chunk, block_d), iters=10)
+                if args.graphs:
+                    rec["fwd_bwd_graph_ms"] = time_graphed(lambda: fwd_bwd(chunk, block_d), iters=10)
                 if ref_grads is not None:  # the last timed call's gradients
                     errs = {k: rel_err(leaves[k].grad, ref_grads[k]) for k in GRAD_NAMES}
                     rec["grad_rel_err_max"] = max(errs.values())
@@ -361,14 +383,16 @@ def fmt(v, spec=".3f"):
 
 
 def markdown(rows) -> str:
-    lines = ["| shape (label) | batch | K*D | L | N | backend | fwd ms | fwd+bwd ms | y rel err | max grad rel err |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape (label) | batch | K*D | L | N | backend | fwd ms | fwd+bwd ms | fwd ms (graph) | "
+             "fwd+bwd ms (graph) | y rel err | max grad rel err |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gmax = max(r["grad_rel_err"].values()) if r.get("grad_rel_err") else None
         note = r.get("skipped") or r.get("error")
         fwd = fmt(r.get("fwd_ms")) if not note else note
         lines.append(f"| {r['label']} | {r['batch']} | {r['channels']} | {r['length']} | {r['n_state']} | "
-                     f"{r['backend']} | {fwd} | {fmt(r.get('fwd_bwd_ms'))} | {fmt(r.get('y_rel_err'), '.1e')} | "
+                     f"{r['backend']} | {fwd} | {fmt(r.get('fwd_bwd_ms'))} | {fmt(r.get('fwd_graph_ms'))} | "
+                     f"{fmt(r.get('fwd_bwd_graph_ms'))} | {fmt(r.get('y_rel_err'), '.1e')} | "
                      f"{fmt(gmax, '.1e')} |")
     return "\n".join(lines)
 
@@ -382,6 +406,8 @@ def main() -> None:
     parser.add_argument("--sweep-only", action="store_true", help="only the knob sweep")
     parser.add_argument("--triton-variant", action="append", default=[], metavar="NAME=JSON",
                         help='another Triton column with these _TUNING overrides, e.g. tiled={"bwd_impl": "tiled"}')
+    parser.add_argument("--graphs", action="store_true",
+                        help="also time each call replayed from a CUDA graph (GPU time without launch overhead)")
     parser.add_argument("--sweep-impl", choices=("all", "statewise"), default="all",
                         help="statewise: sweep only the statewise backward (and the shipped row)")
     args = parser.parse_args()

@@ -52,10 +52,12 @@ dC[n] (below). So every scan is 1-D over a long tile (TLS/threads consecutive st
 instead of (N, 128) tiles, and the per-tile costs are paid L/TLS times instead of L/128. The
 forward saves the state only every TLS steps (SAVE_EVERY tiles of its own), so the saved states
 stay (batch, K*D, ceil(L/TLS), N), O(B*K*D*N*L/TLS). Everything stays in forward time order (no
-scratch buffer, no barrier of ours). The term exp(dt_t A) h_{t-1} is either computed exactly, with
-h_{t-1} from a 4-tuple scan that also composes all-but-the-last elements (`_TUNING["exact_prev"]`
-True), or as mamba-ssm does, h_t - dt_t u_t B_t (False: half the recompute's scan work; it cancels
-when exp(dt A) << 1, an error of about eps |dt u B| in that term).
+scratch buffer, no barrier of ours). The term exp(dt_t A) h_{t-1} is computed exactly, with h_{t-1}
+from a 4-tuple scan that also composes all-but-the-last elements (mamba-ssm's h_t - dt_t u_t B_t
+saves ~5 % but cancels when exp(dt A) << 1: on an H100 it missed the strong-decay test's
+tolerance). Per state, dA_n's tile sum and the adjoint at the tile start come from one two-value
+reduction. With few programs, `_TUNING["statewise_splits"]` > 1 gives each (batch, channel)
+several programs, each with a share of the states; their du/ddelta partials are summed by torch.
 (A first version reversed time through a scratch buffer instead of the `reverse=True` scan:
 1.22 vs 1.05 ms at (1, 256, 16384) and equal at (16, 768, 1024) on an H100; removed.)
 dB/dC: the channels of a group share B and C, so every program adds its dB[n], dC[n] into
@@ -111,6 +113,11 @@ _TUNING = {
     # shapes (512 / 4 and 2048 / 4 within 20 %, 8 warps 15-60 % slower).
     "statewise_tile": 1024,
     "statewise_warps": 4,
+    # statewise backward: programs per (batch, channel), each taking N/splits of the states (their
+    # du/ddelta partials summed with torch), and whether B[n+1], C[n+1] are loaded while state n is
+    # processed
+    "statewise_splits": 1,
+    "statewise_prefetch": False,
 }
 # Upper bound for the fp32 dB/dC partial buffers of the deterministic backward (both together).
 _PARTIAL_BUDGET_BYTES = 512 * 1024 * 1024
@@ -519,20 +526,29 @@ def _affine_prev_combine(a1, b1, pa1, pb1, a2, b2, pa2, pb2):
 
 
 @triton.jit
+def _add_pairs(a1, b1, a2, b2):
+    return a1 + a2, b1 + b2
+
+
+@triton.jit
 def _scan_bwd_statewise_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
-    L, channels, per_group, n_groups, N, n_tiles,
+    L, channels, batch, per_group, n_groups, N, n_tiles, states_per_split,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    N_P2: tl.constexpr, TL: tl.constexpr, EXACT_PREV: tl.constexpr,
+    N_P2: tl.constexpr, TL: tl.constexpr, PREFETCH: tl.constexpr,
 ):
-    # One program per (channel, batch), like mamba-ssm's backward: tiles of TL steps from the last
-    # to the first, all in forward time order; per tile the per-step inputs (u, delta, dy) are
-    # loaded once, then the states are processed one at a time (runtime loop over N), each with a
-    # 1-D forward scan (recompute) and a 1-D reverse scan (adjoint) over the tile. See the module
-    # docstring ("statewise backward").
+    # One program per (channel, batch, split of the states), like mamba-ssm's backward (which has
+    # no split): tiles of TL steps from the last to the first, all in forward time order; per tile
+    # the per-step inputs (u, delta, dy) are loaded once, then the split's states are processed one
+    # at a time (runtime loop), each with a 1-D forward scan (recompute) and a 1-D reverse scan
+    # (adjoint) over the tile. With several splits, du and ddelta are per-split partials
+    # (split, batch, K*D, L), summed by the host. See the module docstring ("statewise backward").
     c = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
+    split = tl.program_id(2)
+    n_lo = split * states_per_split
+    n_hi = tl.minimum(n_lo + states_per_split, N)
     grp = c // per_group
     k = tl.arange(0, TL)
     idx = tl.arange(0, N_P2)
@@ -556,6 +572,8 @@ def _scan_bwd_statewise_kernel(
     d_skip = 0.0
     if HAS_D:
         d_skip = tl.load(D_ptr + c).to(tl.float32)
+        d_skip = tl.where(split == 0, d_skip, 0.0)  # the D dy term in one split's partial only
+    part_row = split.to(tl.int64) * batch * channels * L + row  # this split's du/ddelta partial
 
     g_carry = tl.zeros([N_P2], dtype=tl.float32)  # dL/dh_n at the start of the later tile
     dA_acc = tl.zeros([N_P2], dtype=tl.float32)
@@ -572,38 +590,47 @@ def _scan_bwd_statewise_kernel(
         dtu = dt * u
         gB_acc = tl.zeros([TL], dtype=tl.float32)  # sum_n g B
         gAe_acc = tl.zeros([TL], dtype=tl.float32)  # sum_n g A_n exp(dt A_n) h_{t-1}
-        for n in range(N):
+        if PREFETCH:  # the split's first state of this tile; later ones one iteration ahead
+            B_nx = tl.load(B_base + n_lo * L + offs, mask=m, other=0.0)
+            C_nx = tl.load(C_base + n_lo * L + offs, mask=m, other=0.0)
+        for n in range(n_lo, n_hi):
             sel = idx == n
             A_n = tl.load(A_row + n).to(tl.float32)
             h0 = tl.load(st_base + i * N + n)
             g_in = tl.sum(tl.where(sel, g_carry, 0.0), axis=0)
             nL = n * L
-            B_n = tl.load(B_base + nL + offs, mask=m, other=0.0).to(tl.float32)
-            C_n = tl.load(C_base + nL + offs, mask=m, other=0.0).to(tl.float32)
-            # 1) forward recompute of state n from the state saved at the tile start, and
-            #    e_t = exp(dt_t A) h_{t-1}
-            decay = tl.exp(dt * A_n)
-            dtuB = dtu * B_n
-            if EXACT_PREV:  # h_{t-1} from a 4-tuple scan: no cancellation
-                cum, h_loc, pcum, p_loc = tl.associative_scan(
-                    (decay, dtuB, tl.full([TL], 1.0, tl.float32), tl.zeros([TL], dtype=tl.float32)),
-                    0, _affine_prev_combine)
-                h = h_loc + cum * h0
-                e = decay * (p_loc + pcum * h0)
-            else:  # mamba-ssm's h_t - dt u B: half the scan work, cancels when exp(dt A) << 1
-                cum, h_loc = tl.associative_scan((decay, dtuB), 0, _affine_combine)
-                h = h_loc + cum * h0
-                e = h - dtuB
+            if PREFETCH:
+                B_n = B_nx.to(tl.float32)
+                C_n = C_nx.to(tl.float32)
+                n_next = tl.minimum(n + 1, n_hi - 1)  # the last state reloads its own rows
+                B_nx = tl.load(B_base + n_next * L + offs, mask=m, other=0.0)
+                C_nx = tl.load(C_base + n_next * L + offs, mask=m, other=0.0)
+            else:
+                B_n = tl.load(B_base + nL + offs, mask=m, other=0.0).to(tl.float32)
+                C_n = tl.load(C_base + nL + offs, mask=m, other=0.0).to(tl.float32)
+            # 1) forward recompute of state n from the state saved at the tile start, with
+            #    h_{t-1} from the same scan (all-but-the-last compositions): e_t = exp(dt_t A) h_{t-1}
+            #    exactly (mamba-ssm's h_t - dt u B cancels when exp(dt A) << 1; on an H100 it missed
+            #    the strong-decay test's tolerance). exp(x) as exp2(x log2 e), A scaled once.
+            A_2 = A_n * 1.4426950408889634
+            decay = tl.exp2(dt * A_2)
+            cum, h_loc, pcum, p_loc = tl.associative_scan(
+                (decay, dtu * B_n, tl.full([TL], 1.0, tl.float32), tl.zeros([TL], dtype=tl.float32)),
+                0, _affine_prev_combine)
+            h = h_loc + cum * h0
+            e = decay * (p_loc + pcum * h0)
             # 2) adjoint g_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1}, a reverse scan from the tile end
-            decay1 = tl.where(m1, tl.exp(dt1 * A_n), 0.0)
+            decay1 = tl.where(m1, tl.exp2(dt1 * A_2), 0.0)
             cg, g_loc = tl.associative_scan((decay1, dy * C_n), 0, _affine_combine, reverse=True)
             g = g_loc + cg * g_in
-            g_carry = tl.where(sel, tl.sum(tl.where(k == 0, g, 0.0), axis=0), g_carry)
-            # 3) gradients
+            # 3) gradients; dA_n's tile sum and the adjoint at the tile start (carried to the
+            #    earlier tile) in one reduction (one cross-warp exchange instead of two)
             ge = g * e
             gB_acc += g * B_n
             gAe_acc += A_n * ge
-            dA_acc = tl.where(sel, dA_acc + tl.sum(dt * ge, axis=0), dA_acc)
+            dA_n, g_first = tl.reduce((dt * ge, tl.where(k == 0, g, 0.0)), 0, _add_pairs)
+            dA_acc = tl.where(sel, dA_acc + dA_n, dA_acc)
+            g_carry = tl.where(sel, g_first, g_carry)
             tl.atomic_add(dB_base + nL + offs, g * dtu, mask=m, sem="relaxed")
             tl.atomic_add(dC_base + nL + offs, dy * h, mask=m, sem="relaxed")
         # du_t = dt_t sum_n g B + D dy_t; ddelta_t = u_t sum_n g B + sum_n g A_n e, through the softplus
@@ -613,10 +640,10 @@ def _scan_bwd_statewise_kernel(
         ddt = u * gB_acc + gAe_acc
         if SOFTPLUS:
             ddt = ddt * _dsoftplus(raw)
-        tl.store(du_ptr + row + offs, du.to(du_ptr.dtype.element_ty), mask=m)
-        tl.store(ddelta_ptr + row + offs, ddt, mask=m)
+        tl.store(du_ptr + part_row + offs, du.to(du_ptr.dtype.element_ty), mask=m)
+        tl.store(ddelta_ptr + part_row + offs, ddt, mask=m)
 
-    tl.store(dA_ptr + (b * channels + c) * N + idx, dA_acc, mask=idx < N)
+    tl.store(dA_ptr + (b * channels + c) * N + idx, dA_acc, mask=(idx >= n_lo) & (idx < n_hi))
 
 
 # --------------------------------------------------------------------------------------------
@@ -731,31 +758,41 @@ def _check_chunk(chunk: int) -> int:
     return chunk
 
 
-def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_softplus, tile, warps, exact_prev):
+def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_softplus, tile, warps, splits,
+                        prefetch):
     """du, ddelta (fp32), dA per batch element (fp32), dB, dC from `_scan_bwd_statewise_kernel`;
-    `states` holds the state entering every `tile` steps. dB/dC are summed over the channels of a
-    group with fp32 atomics: not bit-deterministic (the order of the additions varies)."""
+    `states` holds the state entering every `tile` steps; `splits` programs per channel share its
+    states (their du/ddelta partials summed here). dB/dC are summed over the channels of a group
+    with fp32 atomics: not bit-deterministic (the order of the additions varies)."""
     batch, channels, length = u.shape
     n_groups, n_state = B.shape[1], A.shape[1]
     per_group = channels // n_groups
     dev = u.device
-    du = torch.empty_like(u)
-    ddelta = torch.empty((batch, channels, length), device=dev, dtype=torch.float32)
+    per_split = -(-n_state // max(1, min(splits, n_state)))
+    splits = -(-n_state // per_split)
+    if splits == 1:
+        du = torch.empty_like(u)
+        ddelta = torch.empty((batch, channels, length), device=dev, dtype=torch.float32)
+    else:
+        du = torch.empty((splits, batch, channels, length), device=dev, dtype=torch.float32)
+        ddelta = torch.empty_like(du)
     dA_part = torch.empty((batch, channels, n_state), device=dev, dtype=torch.float32)
     dB_acc = torch.zeros((batch, n_groups, n_state, length), device=dev, dtype=torch.float32)
     dC_acc = torch.zeros_like(dB_acc)
     if length > 0 and batch > 0 and channels > 0:
-        _scan_bwd_statewise_kernel[(channels, batch)](
+        _scan_bwd_statewise_kernel[(channels, batch, splits)](
             u, delta, A, B, C,
             u if D is None else D, u if delta_bias is None else delta_bias, dy, states,
             du, ddelta, dA_part, dB_acc, dC_acc,
-            length, channels, per_group, n_groups, n_state, states.shape[2],
+            length, channels, batch, per_group, n_groups, n_state, states.shape[2], per_split,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-            N_P2=_next_pow2(n_state), TL=tile, EXACT_PREV=exact_prev, num_warps=warps,
+            N_P2=_next_pow2(n_state), TL=tile, PREFETCH=prefetch, num_warps=warps,
         )
     else:
         for t in (du, ddelta, dA_part):
             t.zero_()
+    if splits > 1:
+        du, ddelta = du.sum(0).to(u.dtype), ddelta.sum(0)
     return du, ddelta, dA_part, dB_acc.to(B.dtype), dC_acc.to(C.dtype)
 
 
@@ -822,7 +859,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
             ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
             # the backward kernel and its launch knobs are fixed here: the states are saved at its
             # tile boundaries
-            statewise_opts = (_statewise_warps(bwd_tile), bool(_TUNING["exact_prev"]))
+            statewise_opts = (_statewise_warps(bwd_tile), int(_TUNING["statewise_splits"]),
+                              bool(_TUNING["statewise_prefetch"]))
             ctx.config = (bool(delta_softplus), chunk, block_d, impl, bwd_tile, statewise_opts)
         return y
 

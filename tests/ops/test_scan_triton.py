@@ -291,14 +291,17 @@ def test_kernel_variants(knob, monkeypatch):
 # ---- the statewise backward (_TUNING["bwd_impl"] = "statewise") ---------------------------------
 
 
-@pytest.fixture(params=[True, False], ids=["exact_prev", "subtract_prev"])
+@pytest.fixture(params=[(1, False), (2, True), (3, False)], ids=["one_program", "2_splits_prefetch", "3_splits"])
 def statewise(request, monkeypatch):
-    """Select the statewise backward with a small tile (several tiles per sequence), with
-    exp(dt A) h_{t-1} from the 4-tuple scan or as h_t - dt u B. The interpreter checks the
-    `reverse=True` scan as the interpreter implements it; GPU runs of this file check the GPU's."""
+    """Select the statewise backward with a small tile (several tiles per sequence): one program per
+    channel, or the states split over 2 programs (with the B/C prefetch) or 3 (uneven shares for
+    N = 5). The interpreter checks the `reverse=True` scan as the interpreter implements it; GPU
+    runs of this file check the GPU's."""
+    splits, prefetch = request.param
     monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
     monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
-    monkeypatch.setitem(st._TUNING, "exact_prev", request.param)
+    monkeypatch.setitem(st._TUNING, "statewise_splits", splits)
+    monkeypatch.setitem(st._TUNING, "statewise_prefetch", prefetch)
     return request.param
 
 
