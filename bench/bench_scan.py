@@ -257,7 +257,7 @@ def sweep(args) -> dict:
     gradients' largest relative error against the original kernel (default chunk and warps,
     bwd_prefetch False), which checks the compiled variants, not only their speed. The training rows
     cover both backward kernels (`bwd_impl` "tiled" and "statewise"; for "statewise" its tile, warps,
-    state splits and B/C prefetch; the "statewise" rows' chunk is the forward's tile)."""
+    and B/C prefetch; the "statewise" rows' chunk is the forward's tile)."""
     from fusionmamba_cli.ops import scan_triton as st
 
     base = dict(st._TUNING)
@@ -276,6 +276,7 @@ def sweep(args) -> dict:
                 "bwd_warps": warps or st._bwd_warps(chunk), **tuning}
 
     def sw(tile=base["statewise_tile"], warps=base["statewise_warps"], chunk=None, **tuning):
+        # (tile: an int or the default's rules by programs per SM)
         # the statewise backward (1-D scans over `tile` steps, one state at a time); the forward
         # walks tiles of `chunk` (None: the programs-per-SM rules) and saves the state every `tile`
         return {"chunk": chunk, "block_d": None, "bwd_impl": "statewise", "statewise_tile": tile,
@@ -286,22 +287,20 @@ def sweep(args) -> dict:
     # scan_triton._BWD_PREFETCH_LEVELS). Static sm_90 spill stacks (bytes/thread, ptxas): chunk 128 at
     # 4 warps none 40, early 48, fwd 96, all 224; at 8 warps 0 for every level; chunk 512 600-1100.
     prefetch_rows = [cfg(bwd_prefetch=False), cfg(bwd_prefetch="early"), cfg(bwd_prefetch="fwd")]
-    # statewise rows of both shapes: B/C prefetch, states split over 2 or 4 programs, the forward
-    # at the old fixed chunk of 128
-    sw_rows = [sw(statewise_prefetch=True), sw(statewise_splits=2), sw(statewise_splits=4),
-               sw(chunk=dflt_chunk), sw(512, 4)]
+    # statewise rows of both shapes: without the B/C prefetch, tiles of 1024 and 512
+    sw_rows = [sw(statewise_prefetch=False), sw(1024, 4), sw(512, 4)]
     train_by_shape = [
         # 256 one-channel programs (block_d None = 1 here): the serial walk over 16384 steps is the
         # critical path, so fewer, longer tiles may pay
         [dflt, cfg(), *prefetch_rows, cfg(warps=8), cfg(warps=8, bwd_prefetch=False), cfg(64, 2), cfg(64, 4),
          cfg(256, 8), cfg(256, 8, bwd_prefetch="fwd"), cfg(512, 8), cfg(512, 16),
          # statewise: 256 programs, each walking 16384 / tile tiles
-         *sw_rows, sw(2048, 4), sw(2048, 8), sw(1024, 8), sw(2048, 8, statewise_prefetch=True)],
+         *sw_rows, sw(2048, 4, statewise_prefetch=False), sw(2048, 8)],
         # 12288 channels (block_d None = 8 on an H100): the GPU is full
         [dflt, cfg(), *prefetch_rows, cfg(warps=8), cfg(64, 2), cfg(64, 4), cfg(256, 8), cfg(512, 8),
          cfg(block_d=1),
          # statewise: 12288 programs; tiles above L = 1024 are capped at 1024, so no 2048 rows
-         *sw_rows, sw(512, 8), sw(1024, 8)],
+         *sw_rows, sw(256, 4)],
     ]
     if args.sweep_impl == "statewise":  # the shipped and the tiled rows for comparison, then statewise
         train_by_shape = [[rows[0], rows[1], *(r for r in rows[2:] if r.get("bwd_impl") == "statewise")]
@@ -346,7 +345,7 @@ def sweep(args) -> dict:
             rec = {"shape": [b, ch, length, n], **row}
             try:
                 if st._bwd_impl() == "statewise":  # one channel per program; the tile capped by L
-                    rec["statewise_tile_used"] = st._statewise_tile(length)
+                    rec["statewise_tile_used"] = st._statewise_tile(length, b * ch / st._num_sms(x["u"].device))
                     rec["statewise_warps_used"] = st._statewise_warps(rec["statewise_tile_used"])
                 else:
                     rec["block_d_used"] = block_d or st._choose_block_d(

@@ -56,8 +56,9 @@ scratch buffer, no barrier of ours). The term exp(dt_t A) h_{t-1} is computed ex
 from a 4-tuple scan that also composes all-but-the-last elements (mamba-ssm's h_t - dt_t u_t B_t
 saves ~5 % but cancels when exp(dt A) << 1: on an H100 it missed the strong-decay test's
 tolerance). Per state, dA_n's tile sum and the adjoint at the tile start come from one two-value
-reduction. With few programs, `_TUNING["statewise_splits"]` > 1 gives each (batch, channel)
-several programs, each with a share of the states; their du/ddelta partials are summed by torch.
+reduction. B[n+1], C[n+1] are loaded while state n is processed (`_TUNING["statewise_prefetch"]`).
+(Splitting the states of a channel over 2 or 4 programs, for shapes with few programs, was 15-45 %
+slower on an H100 at both swept shapes; removed.)
 (A first version reversed time through a scratch buffer instead of the `reverse=True` scan:
 1.22 vs 1.05 ms at (1, 256, 16384) and equal at (16, 768, 1024) on an H100; removed.)
 dB/dC: the channels of a group share B and C, so every program adds its dB[n], dC[n] into
@@ -108,16 +109,16 @@ _TUNING = {
     # one state at a time). H100, fwd+bwd: 1.05 vs 2.04 ms at (1, 256, 16384), 2.52 vs 4.37 ms at
     # (16, 768, 1024) (BENCHMARKS.md).
     "bwd_impl": "auto",
-    # statewise backward: tile length (power of two; capped at max(16, next power of two >= L)), and
-    # its warps (an int, or a dict by tile; at most tile/32). H100 sweep: 1024 / 4 warps best at both
-    # shapes (512 / 4 and 2048 / 4 within 20 %, 8 warps 15-60 % slower).
-    "statewise_tile": 1024,
+    # statewise backward: tile length (a power of two, or rules (max programs per SM, tile), first
+    # match; capped at max(16, next power of two >= L)), and its warps (an int, or a dict by tile; at
+    # most tile/32). H100, CUDA-graph fwd+bwd: few programs, (1, 256, 16384): 1024 0.775 ms, 2048
+    # 0.733, 512 0.958; a full GPU, (16, 768, 1024): 512 1.784 (4 programs fit an SM), 1024 2.010;
+    # 8 warps slower at both.
+    "statewise_tile": ((8, 1024), (float("inf"), 512)),
     "statewise_warps": 4,
-    # statewise backward: programs per (batch, channel), each taking N/splits of the states (their
-    # du/ddelta partials summed with torch), and whether B[n+1], C[n+1] are loaded while state n is
-    # processed
-    "statewise_splits": 1,
-    "statewise_prefetch": False,
+    # statewise backward: B[n+1], C[n+1] loaded while state n is processed (H100, CUDA-graph
+    # fwd+bwd: 0.722 vs 0.775 ms at (1, 256, 16384), 1.859 vs 2.010 ms at (16, 768, 1024))
+    "statewise_prefetch": True,
 }
 # Upper bound for the fp32 dB/dC partial buffers of the deterministic backward (both together).
 _PARTIAL_BUDGET_BYTES = 512 * 1024 * 1024
@@ -534,21 +535,16 @@ def _add_pairs(a1, b1, a2, b2):
 def _scan_bwd_statewise_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
-    L, channels, batch, per_group, n_groups, N, n_tiles, states_per_split,
+    L, channels, per_group, n_groups, N, n_tiles,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     N_P2: tl.constexpr, TL: tl.constexpr, PREFETCH: tl.constexpr,
 ):
-    # One program per (channel, batch, split of the states), like mamba-ssm's backward (which has
-    # no split): tiles of TL steps from the last to the first, all in forward time order; per tile
-    # the per-step inputs (u, delta, dy) are loaded once, then the split's states are processed one
-    # at a time (runtime loop), each with a 1-D forward scan (recompute) and a 1-D reverse scan
-    # (adjoint) over the tile. With several splits, du and ddelta are per-split partials
-    # (split, batch, K*D, L), summed by the host. See the module docstring ("statewise backward").
+    # One program per (channel, batch), like mamba-ssm's backward: tiles of TL steps from the last
+    # to the first, all in forward time order; per tile the per-step inputs (u, delta, dy) are
+    # loaded once, then the states are processed one at a time (runtime loop), each with a 1-D forward scan (recompute) and a 1-D reverse scan
+    # (adjoint) over the tile. See the module docstring ("statewise backward").
     c = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    split = tl.program_id(2)
-    n_lo = split * states_per_split
-    n_hi = tl.minimum(n_lo + states_per_split, N)
     grp = c // per_group
     k = tl.arange(0, TL)
     idx = tl.arange(0, N_P2)
@@ -572,8 +568,6 @@ def _scan_bwd_statewise_kernel(
     d_skip = 0.0
     if HAS_D:
         d_skip = tl.load(D_ptr + c).to(tl.float32)
-        d_skip = tl.where(split == 0, d_skip, 0.0)  # the D dy term in one split's partial only
-    part_row = split.to(tl.int64) * batch * channels * L + row  # this split's du/ddelta partial
 
     g_carry = tl.zeros([N_P2], dtype=tl.float32)  # dL/dh_n at the start of the later tile
     dA_acc = tl.zeros([N_P2], dtype=tl.float32)
@@ -590,10 +584,10 @@ def _scan_bwd_statewise_kernel(
         dtu = dt * u
         gB_acc = tl.zeros([TL], dtype=tl.float32)  # sum_n g B
         gAe_acc = tl.zeros([TL], dtype=tl.float32)  # sum_n g A_n exp(dt A_n) h_{t-1}
-        if PREFETCH:  # the split's first state of this tile; later ones one iteration ahead
-            B_nx = tl.load(B_base + n_lo * L + offs, mask=m, other=0.0)
-            C_nx = tl.load(C_base + n_lo * L + offs, mask=m, other=0.0)
-        for n in range(n_lo, n_hi):
+        if PREFETCH:  # state 0 of this tile; later ones one iteration ahead
+            B_nx = tl.load(B_base + offs, mask=m, other=0.0)
+            C_nx = tl.load(C_base + offs, mask=m, other=0.0)
+        for n in range(N):
             sel = idx == n
             A_n = tl.load(A_row + n).to(tl.float32)
             h0 = tl.load(st_base + i * N + n)
@@ -602,7 +596,7 @@ def _scan_bwd_statewise_kernel(
             if PREFETCH:
                 B_n = B_nx.to(tl.float32)
                 C_n = C_nx.to(tl.float32)
-                n_next = tl.minimum(n + 1, n_hi - 1)  # the last state reloads its own rows
+                n_next = tl.minimum(n + 1, N - 1)  # the last state reloads its own rows
                 B_nx = tl.load(B_base + n_next * L + offs, mask=m, other=0.0)
                 C_nx = tl.load(C_base + n_next * L + offs, mask=m, other=0.0)
             else:
@@ -640,10 +634,10 @@ def _scan_bwd_statewise_kernel(
         ddt = u * gB_acc + gAe_acc
         if SOFTPLUS:
             ddt = ddt * _dsoftplus(raw)
-        tl.store(du_ptr + part_row + offs, du.to(du_ptr.dtype.element_ty), mask=m)
-        tl.store(ddelta_ptr + part_row + offs, ddt, mask=m)
+        tl.store(du_ptr + row + offs, du.to(du_ptr.dtype.element_ty), mask=m)
+        tl.store(ddelta_ptr + row + offs, ddt, mask=m)
 
-    tl.store(dA_ptr + (b * channels + c) * N + idx, dA_acc, mask=(idx >= n_lo) & (idx < n_hi))
+    tl.store(dA_ptr + (b * channels + c) * N + idx, dA_acc, mask=idx < N)
 
 
 # --------------------------------------------------------------------------------------------
@@ -732,11 +726,14 @@ def _bwd_impl() -> str:
     return impl
 
 
-def _statewise_tile(length: int) -> int:
-    """Tile of the statewise backward at this length: `_TUNING["statewise_tile"]` (a power of two),
-    capped at max(16, the next power of two >= length) so that short sequences scan no padding."""
-    tile = _check_chunk(_TUNING["statewise_tile"])
-    return min(tile, max(16, _next_pow2(length)))
+def _statewise_tile(length: int, programs_per_sm: float) -> int:
+    """Tile of the statewise backward: `_TUNING["statewise_tile"]` (a power of two, or rules
+    (max programs per SM, tile) of which the first match counts), capped at max(16, the next power
+    of two >= length) so that short sequences scan no padding."""
+    tile = _TUNING["statewise_tile"]
+    if not isinstance(tile, int):
+        tile = next(t for limit, t in tile if programs_per_sm <= limit)
+    return min(_check_chunk(tile), max(16, _next_pow2(length)))
 
 
 def _statewise_warps(tile: int) -> int:
@@ -758,42 +755,31 @@ def _check_chunk(chunk: int) -> int:
     return chunk
 
 
-def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_softplus, tile, warps, splits,
-                        prefetch):
+def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_softplus, tile, warps, prefetch):
     """du, ddelta (fp32), dA per batch element (fp32), dB, dC from `_scan_bwd_statewise_kernel`;
-    `states` holds the state entering every `tile` steps; `splits` programs per channel share its
-    states (their du/ddelta partials summed here). dB/dC are summed over the channels of a group
-    with fp32 atomics: not bit-deterministic (the order of the additions varies)."""
+    `states` holds the state entering every `tile` steps. dB/dC are summed over the channels of a
+    group with fp32 atomics: not bit-deterministic (the order of the additions varies)."""
     batch, channels, length = u.shape
     n_groups, n_state = B.shape[1], A.shape[1]
     per_group = channels // n_groups
     dev = u.device
-    per_split = -(-n_state // max(1, min(splits, n_state)))
-    splits = -(-n_state // per_split)
-    if splits == 1:
-        du = torch.empty_like(u)
-        ddelta = torch.empty((batch, channels, length), device=dev, dtype=torch.float32)
-    else:
-        du = torch.empty((splits, batch, channels, length), device=dev, dtype=torch.float32)
-        ddelta = torch.empty_like(du)
+    du = torch.empty_like(u)
+    ddelta = torch.empty((batch, channels, length), device=dev, dtype=torch.float32)
     dA_part = torch.empty((batch, channels, n_state), device=dev, dtype=torch.float32)
-    dB_acc = torch.zeros((batch, n_groups, n_state, length), device=dev, dtype=torch.float32)
-    dC_acc = torch.zeros_like(dB_acc)
+    dBC = torch.zeros((2, batch, n_groups, n_state, length), device=dev, dtype=torch.float32)  # one memset
     if length > 0 and batch > 0 and channels > 0:
-        _scan_bwd_statewise_kernel[(channels, batch, splits)](
+        _scan_bwd_statewise_kernel[(channels, batch)](
             u, delta, A, B, C,
             u if D is None else D, u if delta_bias is None else delta_bias, dy, states,
-            du, ddelta, dA_part, dB_acc, dC_acc,
-            length, channels, batch, per_group, n_groups, n_state, states.shape[2], per_split,
+            du, ddelta, dA_part, dBC[0], dBC[1],
+            length, channels, per_group, n_groups, n_state, states.shape[2],
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
             N_P2=_next_pow2(n_state), TL=tile, PREFETCH=prefetch, num_warps=warps,
         )
     else:
         for t in (du, ddelta, dA_part):
             t.zero_()
-    if splits > 1:
-        du, ddelta = du.sum(0).to(u.dtype), ddelta.sum(0)
-    return du, ddelta, dA_part, dB_acc.to(B.dtype), dC_acc.to(C.dtype)
+    return du, ddelta, dA_part, dBC[0].to(B.dtype), dBC[1].to(C.dtype)
 
 
 def _finish_backward(ctx, u, delta, A, D, delta_bias, dy, du, ddelta, dA_part, dB, dC):
@@ -829,7 +815,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         if save and impl == "statewise":
             # the forward walks its own tiles (the gradient-free forward's, unless `chunk` is given)
             # and saves the state entering every bwd_tile steps: both are powers of two
-            bwd_tile = _statewise_tile(length)
+            bwd_tile = _statewise_tile(length, batch * channels / _num_sms(u.device))
             tile, warps = (chunk, None) if explicit_chunk else _infer_config(batch * channels, u.device)
             if tile > bwd_tile or warps is None:
                 tile = min(tile, bwd_tile)
@@ -859,8 +845,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
             ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
             # the backward kernel and its launch knobs are fixed here: the states are saved at its
             # tile boundaries
-            statewise_opts = (_statewise_warps(bwd_tile), int(_TUNING["statewise_splits"]),
-                              bool(_TUNING["statewise_prefetch"]))
+            statewise_opts = (_statewise_warps(bwd_tile), bool(_TUNING["statewise_prefetch"]))
             ctx.config = (bool(delta_softplus), chunk, block_d, impl, bwd_tile, statewise_opts)
         return y
 

@@ -291,17 +291,14 @@ def test_kernel_variants(knob, monkeypatch):
 # ---- the statewise backward (_TUNING["bwd_impl"] = "statewise") ---------------------------------
 
 
-@pytest.fixture(params=[(1, False), (2, True), (3, False)], ids=["one_program", "2_splits_prefetch", "3_splits"])
+@pytest.fixture(params=[True, False], ids=["prefetch", "no_prefetch"])
 def statewise(request, monkeypatch):
-    """Select the statewise backward with a small tile (several tiles per sequence): one program per
-    channel, or the states split over 2 programs (with the B/C prefetch) or 3 (uneven shares for
-    N = 5). The interpreter checks the `reverse=True` scan as the interpreter implements it; GPU
-    runs of this file check the GPU's."""
-    splits, prefetch = request.param
+    """Select the statewise backward with a small tile (several tiles per sequence), with and
+    without the B/C prefetch. The interpreter checks the `reverse=True` scan as the interpreter
+    implements it; GPU runs of this file check the GPU's."""
     monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
     monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
-    monkeypatch.setitem(st._TUNING, "statewise_splits", splits)
-    monkeypatch.setitem(st._TUNING, "statewise_prefetch", prefetch)
+    monkeypatch.setitem(st._TUNING, "statewise_prefetch", request.param)
     return request.param
 
 
@@ -397,15 +394,19 @@ def test_statewise_saved_states_stride(monkeypatch):
 
 
 def test_statewise_knobs(monkeypatch):
-    # the tile is capped at max(16, next power of two >= L); warps an int or a dict by tile
+    # the tile: an int or rules by programs per SM, capped at max(16, next power of two >= L);
+    # warps an int or a dict by tile
     monkeypatch.setitem(st._TUNING, "statewise_tile", 1024)
-    assert st._statewise_tile(16384) == 1024 and st._statewise_tile(1000) == 1024
-    assert st._statewise_tile(300) == 512 and st._statewise_tile(1) == 16
+    assert st._statewise_tile(16384, 2.0) == 1024 and st._statewise_tile(1000, 2.0) == 1024
+    assert st._statewise_tile(300, 2.0) == 512 and st._statewise_tile(1, 2.0) == 16
     monkeypatch.setitem(st._TUNING, "statewise_tile", 8)
-    assert st._statewise_tile(100) == 8
+    assert st._statewise_tile(100, 2.0) == 8
+    monkeypatch.setitem(st._TUNING, "statewise_tile", ((8, 1024), (float("inf"), 512)))
+    assert st._statewise_tile(16384, 1.9) == 1024 and st._statewise_tile(16384, 93.0) == 512
+    assert st._statewise_tile(300, 1.9) == 512 and st._statewise_tile(100, 93.0) == 128
     monkeypatch.setitem(st._TUNING, "statewise_tile", 1000)
     with pytest.raises(ValueError, match="power of two"):
-        st._statewise_tile(4096)
+        st._statewise_tile(4096, 2.0)
     monkeypatch.setitem(st._TUNING, "statewise_warps", {1024: 4, 2048: 8})
     assert st._statewise_warps(2048) == 8 and st._statewise_warps(512) == 4
     monkeypatch.setitem(st._TUNING, "statewise_warps", 8)
