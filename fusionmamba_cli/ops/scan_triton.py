@@ -72,6 +72,7 @@ the dtypes of their inputs. N may be any size (padded to a power of two with mas
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -111,10 +112,11 @@ _TUNING = {
     "bwd_impl": "auto",
     # statewise backward: tile length (a power of two, or rules (max programs per SM, tile), first
     # match; capped at max(16, next power of two >= L)), and its warps (an int, or a dict by tile; at
-    # most tile/32). H100, CUDA-graph fwd+bwd: few programs, (1, 256, 16384): 1024 0.775 ms, 2048
-    # 0.733, 512 0.958; a full GPU, (16, 768, 1024): 512 1.784 (4 programs fit an SM), 1024 2.010;
-    # 8 warps slower at both.
-    "statewise_tile": ((8, 1024), (float("inf"), 512)),
+    # most tile/32). 1024 while all programs fit on the GPU at once (2 per SM at 235 registers),
+    # else 512 (121 registers: 4 per SM, fewer waves). H100, CUDA-graph fwd+bwd: few programs,
+    # (1, 256, 16384): 1024 0.755 ms, 2048 0.729 (no prefetch), 512 0.831; a full GPU,
+    # (16, 768, 1024): 512 1.645, 1024 1.796; 8 warps slower at both.
+    "statewise_tile": ((2, 1024), (float("inf"), 512)),
     "statewise_warps": 4,
     # statewise backward: B[n+1], C[n+1] loaded while state n is processed (H100, CUDA-graph
     # fwd+bwd: 0.722 vs 0.775 ms at (1, 256, 16384), 1.859 vs 2.010 ms at (16, 768, 1024))
@@ -571,6 +573,8 @@ def _scan_bwd_statewise_kernel(
 
     g_carry = tl.zeros([N_P2], dtype=tl.float32)  # dL/dh_n at the start of the later tile
     dA_acc = tl.zeros([N_P2], dtype=tl.float32)
+    dD_acc = 0.0  # sum_t dy u: this (batch, channel)'s share of dD
+    dbias_acc = 0.0  # sum_t ddelta: its share of ddelta_bias
 
     for ii in range(n_tiles):
         i = n_tiles - 1 - ii
@@ -636,8 +640,15 @@ def _scan_bwd_statewise_kernel(
             ddt = ddt * _dsoftplus(raw)
         tl.store(du_ptr + row + offs, du.to(du_ptr.dtype.element_ty), mask=m)
         tl.store(ddelta_ptr + row + offs, ddt, mask=m)
+        dD_t, dbias_t = tl.reduce((dy * u, tl.where(m, ddt, 0.0)), 0, _add_pairs)
+        dD_acc += dD_t
+        dbias_acc += dbias_t
 
-    tl.store(dA_ptr + (b * channels + c) * N + idx, dA_acc, mask=idx < N)
+    # per (batch, channel): dA_n for every n, then the dD and ddelta_bias shares (N + 2 values)
+    sums = dA_ptr + (b * channels + c) * (N + 2)
+    tl.store(sums + idx, dA_acc, mask=idx < N)
+    tl.store(sums + N, dD_acc)
+    tl.store(sums + N + 1, dbias_acc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -651,8 +662,13 @@ def _next_pow2(x: int) -> int:
 
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
+        return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
     return 132
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _infer_config(programs: int, device: torch.device) -> tuple[int, int]:
@@ -756,97 +772,113 @@ def _check_chunk(chunk: int) -> int:
 
 
 def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_softplus, tile, warps, prefetch):
-    """du, ddelta (fp32), dA per batch element (fp32), dB, dC from `_scan_bwd_statewise_kernel`;
-    `states` holds the state entering every `tile` steps. dB/dC are summed over the channels of a
-    group with fp32 atomics: not bit-deterministic (the order of the additions varies)."""
+    """du, ddelta (fp32), per-(batch, channel) sums (fp32: dA, then the dD and ddelta_bias shares), dB,
+    dC from `_scan_bwd_statewise_kernel`; `states` holds the state entering every `tile` steps. dB/dC
+    are summed over the channels of a group with fp32 atomics: not bit-deterministic (the order of
+    the additions varies)."""
     batch, channels, length = u.shape
     n_groups, n_state = B.shape[1], A.shape[1]
     per_group = channels // n_groups
     dev = u.device
     du = torch.empty_like(u)
     ddelta = torch.empty((batch, channels, length), device=dev, dtype=torch.float32)
-    dA_part = torch.empty((batch, channels, n_state), device=dev, dtype=torch.float32)
+    sums = torch.empty((batch, channels, n_state + 2), device=dev, dtype=torch.float32)
     dBC = torch.zeros((2, batch, n_groups, n_state, length), device=dev, dtype=torch.float32)  # one memset
     if length > 0 and batch > 0 and channels > 0:
         _scan_bwd_statewise_kernel[(channels, batch)](
             u, delta, A, B, C,
             u if D is None else D, u if delta_bias is None else delta_bias, dy, states,
-            du, ddelta, dA_part, dBC[0], dBC[1],
+            du, ddelta, sums, dBC[0], dBC[1],
             length, channels, per_group, n_groups, n_state, states.shape[2],
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
             N_P2=_next_pow2(n_state), TL=tile, PREFETCH=prefetch, num_warps=warps,
         )
     else:
-        for t in (du, ddelta, dA_part):
+        for t in (du, ddelta, sums):
             t.zero_()
-    return du, ddelta, dA_part, dBC[0].to(B.dtype), dBC[1].to(C.dtype)
+    return du, ddelta, sums, dBC[0].to(B.dtype), dBC[1].to(C.dtype)
 
 
-def _finish_backward(ctx, u, delta, A, D, delta_bias, dy, du, ddelta, dA_part, dB, dC):
-    """The torch reductions shared by both backward kernels (dA over the batch, dD, ddelta_bias)."""
-    dA = dA_part.sum(0).to(A.dtype)
+def _finish_backward(ctx, u, delta, A, D, delta_bias, dy, du, ddelta, sums, dB, dC):
+    """The reductions over the batch shared by both backward kernels. `sums` (batch, K*D, N) holds
+    dA per batch element; the statewise kernel's (batch, K*D, N + 2) also the dD and ddelta_bias
+    shares, which the tiled kernel's caller leaves to torch here."""
+    n_state = A.shape[1]
+    total = sums[0] if sums.shape[0] == 1 else sums.sum(0)  # no launch at batch 1
+    has_shares = total.shape[1] == n_state + 2
+    dA = total[:, :n_state].to(A.dtype)
     dD = None
     if D is not None and ctx.needs_input_grad[5]:
-        dD = (dy.float() * u.float()).sum((0, 2)).to(D.dtype)
+        dD = total[:, n_state] if has_shares else (dy.float() * u.float()).sum((0, 2))
+        dD = dD.to(D.dtype)
     dbias = None
     if delta_bias is not None and ctx.needs_input_grad[6]:
-        dbias = ddelta.sum((0, 2)).to(delta_bias.dtype)
-    return (du, ddelta.to(delta.dtype), dA, dB, dC, dD, dbias, None, None, None, None, None)
+        dbias = total[:, n_state + 1] if has_shares else ddelta.sum((0, 2))
+        dbias = dbias.to(delta_bias.dtype)
+    return (du, ddelta.to(delta.dtype), dA, dB, dC, dD, dbias, None, None, None, None)
+
+
+def _forward(u, delta, A, B, C, D, delta_bias, delta_softplus, chunk, explicit_chunk, save):
+    """Launch the forward kernel: y, and when `save` the inputs (contiguous) and the states the
+    backward needs, with the backward kernel chosen here (the states are saved at its tile
+    boundaries) and its config."""
+    batch, channels, length = u.shape
+    n_groups, n_state = B.shape[1], A.shape[1]
+    if channels % n_groups:
+        raise ValueError(f"K*D={channels} is not a multiple of the number of groups K={n_groups}")
+    if B.shape != (batch, n_groups, n_state, length) or C.shape != B.shape:
+        raise ValueError(f"B, C must be (batch, K, N, L)={(batch, n_groups, n_state, length)}; "
+                         f"got {tuple(B.shape)} and {tuple(C.shape)}")
+    per_group = channels // n_groups
+    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    D = None if D is None else D.contiguous()
+    delta_bias = None if delta_bias is None else delta_bias.contiguous()
+    chunk = _check_chunk(chunk)
+    impl = _bwd_impl() if save else "tiled"
+    bwd_tile = chunk
+    if save and impl == "statewise":
+        # the forward walks its own tiles (the gradient-free forward's, unless `chunk` is given)
+        # and saves the state entering every bwd_tile steps: both are powers of two
+        bwd_tile = _statewise_tile(length, batch * channels / _num_sms(u.device))
+        tile, warps = (chunk, None) if explicit_chunk else _infer_config(batch * channels, u.device)
+        if tile > bwd_tile or warps is None:
+            tile = min(tile, bwd_tile)
+            warps = _TUNING["fwd_warps"].get(tile, 4)
+    elif save or explicit_chunk:
+        tile, warps = chunk, _TUNING["fwd_warps"].get(chunk, 4)
+    else:
+        tile, warps = _infer_config(batch * channels, u.device)
+    n_tiles = max(1, -(-length // tile))
+    save_every = bwd_tile // tile if save else 1
+    n_saved = -(-n_tiles // save_every)  # = max(1, ceil(length / bwd_tile)) when saving
+
+    y = torch.empty_like(u)
+    states = torch.empty((batch, channels, n_saved, n_state) if save else (1,),
+                         device=u.device, dtype=torch.float32)
+    if length > 0 and batch > 0 and channels > 0:
+        _scan_fwd_kernel[(channels, batch)](
+            u, delta, A, B, C,
+            u if D is None else D, u if delta_bias is None else delta_bias, y, states,
+            length, *_row_args(length, _TUNING["fwd_vec"]), channels, per_group, n_groups, n_state, n_tiles,
+            n_saved,
+            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+            SAVE_STATES=save, N_P2=_next_pow2(n_state), TL=tile, PREFETCH=bool(_TUNING["prefetch"]),
+            ROW_ADJ=0 if _TUNING["fwd_vec"] else 1, SAVE_EVERY=save_every, num_warps=int(warps),
+        )
+    if not save:
+        return y, None, None
+    statewise_opts = (_statewise_warps(bwd_tile), bool(_TUNING["statewise_prefetch"]))
+    return y, (u, delta, A, B, C, D, delta_bias, states), (impl, bwd_tile, statewise_opts)
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk, block_d, explicit_chunk, track):
-        batch, channels, length = u.shape
-        n_groups, n_state = B.shape[1], A.shape[1]
-        if channels % n_groups:
-            raise ValueError(f"K*D={channels} is not a multiple of the number of groups K={n_groups}")
-        if B.shape != (batch, n_groups, n_state, length) or C.shape != B.shape:
-            raise ValueError(f"B, C must be (batch, K, N, L)={(batch, n_groups, n_state, length)}; "
-                             f"got {tuple(B.shape)} and {tuple(C.shape)}")
-        per_group = channels // n_groups
-        u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
-        D = None if D is None else D.contiguous()
-        delta_bias = None if delta_bias is None else delta_bias.contiguous()
-        chunk = _check_chunk(chunk)
-        save = track and any(ctx.needs_input_grad[:7])  # no states under torch.no_grad()
-        impl = _bwd_impl() if save else "tiled"
-        bwd_tile = chunk
-        if save and impl == "statewise":
-            # the forward walks its own tiles (the gradient-free forward's, unless `chunk` is given)
-            # and saves the state entering every bwd_tile steps: both are powers of two
-            bwd_tile = _statewise_tile(length, batch * channels / _num_sms(u.device))
-            tile, warps = (chunk, None) if explicit_chunk else _infer_config(batch * channels, u.device)
-            if tile > bwd_tile or warps is None:
-                tile = min(tile, bwd_tile)
-                warps = _TUNING["fwd_warps"].get(tile, 4)
-        elif save or explicit_chunk:
-            tile, warps = chunk, _TUNING["fwd_warps"].get(chunk, 4)
-        else:
-            tile, warps = _infer_config(batch * channels, u.device)
-        n_tiles = max(1, -(-length // tile))
-        save_every = bwd_tile // tile if save else 1
-        n_saved = -(-n_tiles // save_every)  # = max(1, ceil(length / bwd_tile)) when saving
-
-        y = torch.empty_like(u)
-        states = torch.empty((batch, channels, n_saved, n_state) if save else (1,),
-                             device=u.device, dtype=torch.float32)
-        if length > 0 and batch > 0 and channels > 0:
-            _scan_fwd_kernel[(channels, batch)](
-                u, delta, A, B, C,
-                u if D is None else D, u if delta_bias is None else delta_bias, y, states,
-                length, *_row_args(length, _TUNING["fwd_vec"]), channels, per_group, n_groups, n_state, n_tiles,
-                n_saved,
-                HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-                SAVE_STATES=save, N_P2=_next_pow2(n_state), TL=tile, PREFETCH=bool(_TUNING["prefetch"]),
-                ROW_ADJ=0 if _TUNING["fwd_vec"] else 1, SAVE_EVERY=save_every, num_warps=int(warps),
-            )
-        if save:
-            ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
-            # the backward kernel and its launch knobs are fixed here: the states are saved at its
-            # tile boundaries
-            statewise_opts = (_statewise_warps(bwd_tile), bool(_TUNING["statewise_prefetch"]))
-            ctx.config = (bool(delta_softplus), chunk, block_d, impl, bwd_tile, statewise_opts)
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk, block_d, explicit_chunk):
+        y, saved, (impl, bwd_tile, statewise_opts) = _forward(
+            u, delta, A, B, C, D, delta_bias, delta_softplus, chunk, explicit_chunk, save=True)
+        ctx.save_for_backward(*saved)
+        # the backward kernel and its launch knobs are fixed by the forward
+        ctx.config = (bool(delta_softplus), chunk, block_d, impl, bwd_tile, statewise_opts)
         return y
 
     @staticmethod
@@ -932,10 +964,12 @@ def selective_scan_triton(
     one channel per program and ignores it); None picks one from the shape and the device.
     """
     explicit = chunk is not None
+    chunk = DEFAULT_CHUNK if chunk is None else chunk
     track = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias))
-    return _SelectiveScanTriton.apply(u, delta, A, B, C, D, delta_bias, delta_softplus,
-                                      DEFAULT_CHUNK if chunk is None else chunk, block_d, explicit, track)
+    if not track:  # inference: no autograd node, no states saved
+        return _forward(u, delta, A, B, C, D, delta_bias, delta_softplus, chunk, explicit, save=False)[0]
+    return _SelectiveScanTriton.apply(u, delta, A, B, C, D, delta_bias, delta_softplus, chunk, block_d, explicit)
 
 
 __all__ = ["DEFAULT_CHUNK", "is_available", "selective_scan_triton"]
