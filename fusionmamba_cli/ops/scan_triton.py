@@ -644,11 +644,12 @@ def _scan_bwd_statewise_kernel(
         dD_acc += dD_t
         dbias_acc += dbias_t
 
-    # per (batch, channel): dA_n for every n, then the dD and ddelta_bias shares (N + 2 values)
-    sums = dA_ptr + (b * channels + c) * (N + 2)
-    tl.store(sums + idx, dA_acc, mask=idx < N)
-    tl.store(sums + N, dD_acc)
-    tl.store(sums + N + 1, dbias_acc)
+    # per batch element, flat: dA (K*D, N), then the dD shares (K*D,), then the ddelta_bias shares
+    # (K*D,), so that each sum over the batch is a contiguous gradient
+    sums = dA_ptr + b * channels * (N + 2)
+    tl.store(sums + c * N + idx, dA_acc, mask=idx < N)
+    tl.store(sums + channels * N + c, dD_acc)
+    tl.store(sums + channels * (N + 1) + c, dbias_acc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -772,8 +773,8 @@ def _check_chunk(chunk: int) -> int:
 
 
 def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_softplus, tile, warps, prefetch):
-    """du, ddelta (fp32), per-(batch, channel) sums (fp32: dA, then the dD and ddelta_bias shares), dB,
-    dC from `_scan_bwd_statewise_kernel`; `states` holds the state entering every `tile` steps. dB/dC
+    """du, ddelta (fp32), per batch element the flat fp32 sums (dA (K*D, N), the dD shares, the
+    ddelta_bias shares), dB, dC from `_scan_bwd_statewise_kernel`; `states` holds the state entering every `tile` steps. dB/dC
     are summed over the channels of a group with fp32 atomics: not bit-deterministic (the order of
     the additions varies)."""
     batch, channels, length = u.shape
@@ -782,7 +783,7 @@ def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_soft
     dev = u.device
     du = torch.empty_like(u)
     ddelta = torch.empty((batch, channels, length), device=dev, dtype=torch.float32)
-    sums = torch.empty((batch, channels, n_state + 2), device=dev, dtype=torch.float32)
+    sums = torch.empty((batch, channels * (n_state + 2)), device=dev, dtype=torch.float32)
     dBC = torch.zeros((2, batch, n_groups, n_state, length), device=dev, dtype=torch.float32)  # one memset
     if length > 0 and batch > 0 and channels > 0:
         _scan_bwd_statewise_kernel[(channels, batch)](
@@ -800,20 +801,21 @@ def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_soft
 
 
 def _finish_backward(ctx, u, delta, A, D, delta_bias, dy, du, ddelta, sums, dB, dC):
-    """The reductions over the batch shared by both backward kernels. `sums` (batch, K*D, N) holds
-    dA per batch element; the statewise kernel's (batch, K*D, N + 2) also the dD and ddelta_bias
-    shares, which the tiled kernel's caller leaves to torch here."""
-    n_state = A.shape[1]
+    """The reductions over the batch shared by both backward kernels. `sums` is dA per batch
+    element, (batch, K*D, N) from the tiled kernel, or the statewise kernel's flat
+    (batch, K*D*(N + 2)) with the dD and ddelta_bias shares after dA, which the tiled kernel leaves
+    to torch here. Every gradient returned is contiguous (no copy when it is accumulated)."""
+    channels, n_state = A.shape
     total = sums[0] if sums.shape[0] == 1 else sums.sum(0)  # no launch at batch 1
-    has_shares = total.shape[1] == n_state + 2
-    dA = total[:, :n_state].to(A.dtype)
+    has_shares = total.dim() == 1
+    dA = (total[:channels * n_state].view(channels, n_state) if has_shares else total).to(A.dtype)
     dD = None
     if D is not None and ctx.needs_input_grad[5]:
-        dD = total[:, n_state] if has_shares else (dy.float() * u.float()).sum((0, 2))
+        dD = total[channels * n_state:channels * (n_state + 1)] if has_shares else (dy.float() * u.float()).sum((0, 2))
         dD = dD.to(D.dtype)
     dbias = None
     if delta_bias is not None and ctx.needs_input_grad[6]:
-        dbias = total[:, n_state + 1] if has_shares else ddelta.sum((0, 2))
+        dbias = total[channels * (n_state + 1):] if has_shares else ddelta.sum((0, 2))
         dbias = dbias.to(delta_bias.dtype)
     return (du, ddelta.to(delta.dtype), dA, dB, dC, dD, dbias, None, None, None, None)
 
