@@ -784,12 +784,15 @@ def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_soft
     du = torch.empty_like(u)
     ddelta = torch.empty((batch, channels, length), device=dev, dtype=torch.float32)
     sums = torch.empty((batch, channels * (n_state + 2)), device=dev, dtype=torch.float32)
-    dBC = torch.zeros((2, batch, n_groups, n_state, length), device=dev, dtype=torch.float32)  # one memset
+    # two tensors, not two views of one: under torch.compile (Inductor) a Triton kernel mutating two
+    # views of one buffer got wrong gradients (H100, compact model: off by 1.8e8 relative)
+    dB_acc = torch.zeros((batch, n_groups, n_state, length), device=dev, dtype=torch.float32)
+    dC_acc = torch.zeros_like(dB_acc)
     if length > 0 and batch > 0 and channels > 0:
         _scan_bwd_statewise_kernel[(channels, batch)](
             u, delta, A, B, C,
             u if D is None else D, u if delta_bias is None else delta_bias, dy, states,
-            du, ddelta, sums, dBC[0], dBC[1],
+            du, ddelta, sums, dB_acc, dC_acc,
             length, channels, per_group, n_groups, n_state, states.shape[2],
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
             N_P2=_next_pow2(n_state), TL=tile, PREFETCH=prefetch, num_warps=warps,
@@ -797,7 +800,7 @@ def _statewise_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_soft
     else:
         for t in (du, ddelta, sums):
             t.zero_()
-    return du, ddelta, sums, dBC[0].to(B.dtype), dBC[1].to(C.dtype)
+    return du, ddelta, sums, dB_acc.to(B.dtype), dC_acc.to(C.dtype)
 
 
 def _finish_backward(ctx, u, delta, A, D, delta_bias, dy, du, ddelta, sums, dB, dC):
