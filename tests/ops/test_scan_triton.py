@@ -432,3 +432,13 @@ def test_statewise_per_channel_gradients_are_contiguous(batch, statewise):
     want = torch.autograd.grad(y_ref.sum(), [ref["A"], ref["D"], ref["delta_bias"]])
     for name, g, w in zip(("dA", "dD", "ddelta_bias"), grads, want):
         assert_close(g, w, name, 1e-4, 1e-5)
+
+
+def test_statewise_dB_dC_do_not_share_storage(statewise):
+    # the kernel accumulates dB and dC with atomics into two separate tensors: two views of one buffer
+    # made Inductor (torch.compile) compute wrong gradients on a GPU
+    inputs = make_inputs(batch=1, groups=2, per_group=2, n_state=4, length=20, seed=32)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+    y = st.selective_scan_triton(*(leaves[k] for k in NAMES))
+    dB, dC = torch.autograd.grad(y.sum(), [leaves["B"], leaves["C"]])
+    assert dB.untyped_storage().data_ptr() != dC.untyped_storage().data_ptr()
