@@ -6,11 +6,12 @@ Same contract as `scan_reference.selective_scan_ref`:
 Forward: one program per (channel, batch). It walks L in tiles of TL steps; inside a tile the
 recurrence h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t runs as a parallel `tl.associative_scan` over
 the (N, TL) tile, and the state (N,) is carried from tile to tile in registers. The next tile's
-inputs are loaded before the current one is computed (register double buffering). When a gradient
-is needed, TL = CHUNK (default 128) and the state entering every tile is saved:
-(batch, K*D, ceil(L/CHUNK), N) fp32, i.e. N/CHUNK of the size of u, never the O(N*L) history (for
-the statewise backward only every TLS/CHUNK-th: see below).
-Without gradients TL and the warp count follow the programs-per-SM rules in `_TUNING`.
+inputs are loaded before the current one is computed (register double buffering). TL and the warp
+count follow the programs-per-SM rules in `_TUNING` (or TL = `chunk` when one is given). When a
+gradient is needed, the state entering every backward tile is saved: for the tiled backward TL =
+CHUNK (default 128) and every tile's, (batch, K*D, ceil(L/CHUNK), N) fp32, i.e. N/CHUNK of the size
+of u, never the O(N*L) history; for the statewise backward (TL capped at its tile TLS) every
+TLS/TL-th, (batch, K*D, ceil(L/TLS), N).
 
 Tiled backward (`_scan_bwd_kernel`, deterministic; used when torch's deterministic algorithms are
 on, the statewise one below otherwise): one program per (batch, block of BLOCK_D consecutive
@@ -42,9 +43,9 @@ budget). dD and ddelta_bias are plain reductions done with torch.
 
 Statewise backward (`_scan_bwd_statewise_kernel`, the default unless deterministic algorithms
 are requested: see `_bwd_impl`), structured like mamba-ssm's backward (selective_scan_bwd_kernel.cuh).
-One program per (batch, channel) walks tiles of TLS steps (`_TUNING["statewise_tile"]`, a power of
-two, default 1024, capped at the next power of two >= L; warps `_TUNING["statewise_warps"]`) from
-the last to the first. Per tile it loads u, delta (bias, softplus) and dy once, then loops over the
+One program per (batch, channel) walks tiles of TLS steps (`_TUNING["statewise_tile"]`: 1024 while
+all programs fit on the GPU at once, else 512, capped at the next power of two >= L; warps
+`_TUNING["statewise_warps"]`) from the last to the first. Per tile it loads u, delta (bias, softplus) and dy once, then loops over the
 N states at run time (N is not padded): for state n it loads B[n], C[n] of the tile, recomputes h_n
 over the tile with a 1-D scan from the state the forward saved at the tile start, runs the adjoint
 as a 1-D `reverse=True` scan, and accumulates du, ddelta (over n, in registers), dA[n] and dB[n],
@@ -64,7 +65,8 @@ slower on an H100 at both swept shapes; removed.)
 dB/dC: the channels of a group share B and C, so every program adds its dB[n], dC[n] into
 zero-initialised fp32 (batch, K, N, L) buffers with `tl.atomic_add`: the statewise backward's dB
 and dC are NOT bit-deterministic (the order of the additions varies from run to run); du, ddelta,
-dA are. dA is written per (batch, channel) and summed with torch, like dD and ddelta_bias.
+dA are. dA and the dD and ddelta_bias shares are written per (batch, channel) into one flat buffer
+per batch element and summed over the batch with torch (contiguous gradients, no launch at batch 1).
 
 All arithmetic is fp32 (fp64 inputs are computed in fp32 too); y and the gradients are returned in
 the dtypes of their inputs. N may be any size (padded to a power of two with masks).
@@ -107,8 +109,8 @@ _TUNING = {
     # which backward kernel: "auto" (statewise, or tiled when torch's deterministic algorithms are
     # on: the statewise dB/dC use atomics), "tiled" (_scan_bwd_kernel, (N, CHUNK) tiles, deterministic)
     # or "statewise" (_scan_bwd_statewise_kernel, mamba-ssm's structure: 1-D scans over long tiles,
-    # one state at a time). H100, fwd+bwd: 1.05 vs 2.04 ms at (1, 256, 16384), 2.52 vs 4.37 ms at
-    # (16, 768, 1024) (BENCHMARKS.md).
+    # one state at a time). H100, fwd+bwd kernel time (CUDA-graph replay): 0.76 vs 1.66 ms at
+    # (1, 256, 16384), 1.64 vs 4.03 ms at (16, 768, 1024) (BENCHMARKS.md).
     "bwd_impl": "auto",
     # statewise backward: tile length (a power of two, or rules (max programs per SM, tile), first
     # match; capped at max(16, next power of two >= L)), and its warps (an int, or a dict by tile; at
