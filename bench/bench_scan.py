@@ -9,11 +9,14 @@ Shapes (batch, K*D, L, N), K = 4 directions:
   * compact preset level 0: K*D = 256, L = (H/8)*(W/8) = 1024 (256x256) and 16384 (1024x1024);
   * official preset level 0: C0 = 96, K*D = 768, same L;
   each at batch 1 and 16; combinations whose estimated memory exceeds --max-gb are skipped.
-Timing: median of CUDA-event timings after warm-up (compilation included in the warm-up).
+Timing: median of CUDA-event timings after warm-up (compilation included in the warm-up); with
+--graphs also of the same call replayed from a CUDA graph (kernel time without the host's launch
+overhead, which dominates every backend at the smallest shapes).
 Parity: max |y - y_torch| / max |y_torch| in fp32 (and the same for every gradient), computed on
 the first batch elements when the torch backend cannot hold the whole batch.
 
     python3 bench/bench_scan.py --out bench.json            # table + JSON
+    python3 bench/bench_scan.py --out bench.json --graphs   # also CUDA-graph (kernel) timings
     python3 bench/bench_scan.py --out bench.json --sweep    # also explore the Triton launch knobs
     python3 bench/bench_scan.py --out sweep.json --sweep-only  # only the knob sweep
     python3 bench/bench_scan.py --out sweep.json --sweep-only --sweep-impl statewise
