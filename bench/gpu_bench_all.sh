@@ -25,5 +25,5 @@ if [[ -d scratch/tools ]]; then
   bash scratch/tools/build-mamba-ssm-on-gpu.sh scratch/tools/mamba_ssm-*.tar.gz 2>&1 | tail -3
   run --preset official --size 256 --scan-backend mamba_ssm
   run --preset compact --size 256 --scan-backend mamba_ssm
-  python3 bench/bench_scan.py --out "$OUT/bench_scan.json" 2>&1 | tail -30
+  python3 bench/bench_scan.py --out "$OUT/bench_scan.json" --graphs 2>&1 | tail -30
 fi
