@@ -74,7 +74,6 @@ the dtypes of their inputs. N may be any size (padded to a power of two with mas
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -663,15 +662,16 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
+_SM_COUNTS: dict[int, int] = {}  # by CUDA device index (a plain dict: torch.compile warns on lru_cache)
+
+
 def _num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
-    return 132
-
-
-@functools.lru_cache(maxsize=None)
-def _cuda_sms(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+    if device.type != "cuda":
+        return 132
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNTS:
+        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNTS[index]
 
 
 def _infer_config(programs: int, device: torch.device) -> tuple[int, int]:
