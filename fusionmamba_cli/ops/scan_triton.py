@@ -24,10 +24,10 @@ issued ahead of use (`_TUNING["bwd_prefetch"]`; by default everything one (tile,
 ahead, in registers, like the forward; after the block's last channel comes the first channel of
 the previous tile). The tile is CHUNK steps (a power of two; bench_scan.py --sweep covers 64-512,
 the backward's warps by chunk are `_TUNING["bwd_warps"]`). Every reverse-time quantity is loaded
-in reversed order and scanned forwards (written when Triton's `reverse=True` scan was thought
-unreliable for non-commutative combines; with Triton 3.6 it is right on an H100, see below) (deriving them from the forward-order values already in registers
-would take a `tl.flip`, measured slow, or for delta_{t+1} a shift across threads; the loads hit
-L1/L2 and the prefetch hides their latency). The adjoint
+in reversed order and scanned forwards: deriving them from the forward-order values already in
+registers would take a `tl.flip` (measured slow) or, for delta_{t+1}, a shift across threads; the
+loads hit L1/L2 and the prefetch hides their latency. (This kernel predates the statewise one,
+which uses Triton's `reverse=True` scan: with Triton 3.6 it is right on an H100.) The adjoint
 g_t = dL/dh_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1} is that forward scan over reversed time; its
 value at the tile start is carried to the previous tile. Gradients:
     du_t      = dt_t sum_n g_t B_t + D dy_t
