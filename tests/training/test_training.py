@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -173,14 +175,32 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_ddp_ranks_end_identical(data_root, tmp_path):
-    out = tmp_path / "ddp"
+def _rank_logs(log_dir: Path) -> str:
+    """Every rank's stderr as torchrun's --redirects saved it (its own error, which the launcher's
+    summary leaves out)."""
+    return "\n".join(f"--- {f.relative_to(log_dir)}:\n{f.read_text()[-1500:]}"
+                     for f in sorted(log_dir.rglob("stderr.log")) if f.stat().st_size)
+
+
+def _run_two_ranks(data_root: Path, out: Path, log_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "fusionmamba_cli", "train", "--task", "ct_mri", "--data", str(data_root),
+           "--master-port", str(_free_port()), "--log-dir", str(log_dir), "--redirects", "3",
+           "-m", "fusionmamba_cli", "train", "--task", "ct_mri", "--data", str(data_root),
            "--out", str(out), "--preset", "micro", "--steps", "3", "--batch-size", "1", "--crop", "32", "--device", "cpu", "-q"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=240)
+
+
+def test_two_process_ddp_ranks_end_identical(data_root, tmp_path):
+    out = tmp_path / "ddp"
+    proc = _run_two_ranks(data_root, out, tmp_path / "logs1")
+    if proc.returncode != 0 and "Signal 6 (SIGABRT)" in proc.stderr:
+        # One full CI run (2026-11-27) had a rank abort at startup (SIGABRT, no Python error in the
+        # launcher's summary); never when the test ran alone (9 runs). Run again once, and show the first attempt's rank logs either way.
+        warnings.warn(f"DDP test: a rank aborted; running it again. Rank logs:\n{_rank_logs(tmp_path / 'logs1')}")
+        shutil.rmtree(out, ignore_errors=True)
+        proc = _run_two_ranks(data_root, out, tmp_path / "logs2")
+    assert proc.returncode == 0, f"{proc.stderr[-1500:]}\n{_rank_logs(tmp_path / 'logs2' if (tmp_path / 'logs2').exists() else tmp_path / 'logs1')}"
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     digests = next(r["rank_weight_digests"] for r in records if "rank_weight_digests" in r)
     assert len(digests) == 2 and digests[0] == digests[1]
