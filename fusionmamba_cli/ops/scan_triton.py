@@ -164,6 +164,18 @@ def _dsoftplus(x):
 
 
 @triton.jit
+def _channel_constants(bias_ptr, D_ptr, c, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr):
+    """Channel c's delta bias and skip weight D in fp32 (0 when absent)."""
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + c).to(tl.float32)
+    d_skip = 0.0
+    if HAS_D:
+        d_skip = tl.load(D_ptr + c).to(tl.float32)
+    return bias, d_skip
+
+
+@triton.jit
 def _step_from_raw(raw, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """Raw delta (as loaded, `other=0` outside `mask`) plus the bias, and the step size after the
     softplus, zero outside `mask`."""
@@ -202,12 +214,7 @@ def _scan_fwd_kernel(
     k = tl.arange(0, TL)
 
     A = tl.load(A_ptr + c * N + n, mask=n_mask, other=0.0).to(tl.float32)
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + c).to(tl.float32)
-    d_skip = 0.0
-    if HAS_D:
-        d_skip = tl.load(D_ptr + c).to(tl.float32)
+    bias, d_skip = _channel_constants(bias_ptr, D_ptr, c, HAS_BIAS, HAS_D)
 
     row = (b * channels + c) * L
     u_base = u_ptr + row
@@ -544,8 +551,9 @@ def _scan_bwd_statewise_kernel(
 ):
     # One program per (channel, batch), like mamba-ssm's backward: tiles of TL steps from the last
     # to the first, all in forward time order; per tile the per-step inputs (u, delta, dy) are
-    # loaded once, then the states are processed one at a time (runtime loop), each with a 1-D forward scan (recompute) and a 1-D reverse scan
-    # (adjoint) over the tile. See the module docstring ("statewise backward").
+    # loaded once, then the states are processed one at a time (runtime loop), each with a 1-D
+    # forward scan (recompute) and a 1-D reverse scan (adjoint) over the tile. See the module
+    # docstring ("statewise backward").
     c = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     grp = c // per_group
@@ -565,12 +573,7 @@ def _scan_bwd_statewise_kernel(
     st_base = states_ptr + (b * channels + c) * n_tiles * N
     A_row = A_ptr + c * N
 
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + c).to(tl.float32)
-    d_skip = 0.0
-    if HAS_D:
-        d_skip = tl.load(D_ptr + c).to(tl.float32)
+    bias, d_skip = _channel_constants(bias_ptr, D_ptr, c, HAS_BIAS, HAS_D)
 
     g_carry = tl.zeros([N_P2], dtype=tl.float32)  # dL/dh_n at the start of the later tile
     dA_acc = tl.zeros([N_P2], dtype=tl.float32)
