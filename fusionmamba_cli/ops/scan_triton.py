@@ -113,8 +113,10 @@ _TUNING = {
     "bwd_impl": "auto",
     # statewise backward: tile length (a power of two, or rules (max programs per SM, tile), first
     # match; capped at max(16, next power of two >= L)), and its warps (an int, or a dict by tile; at
-    # most tile/32). 1024 while all programs fit on the GPU at once (2 per SM at 235 registers),
-    # else 512 (121 registers: 4 per SM, fewer waves). H100, CUDA-graph fwd+bwd: few programs,
+    # most tile/32). 1024 with at most 2 programs per SM, else 512 (more resident programs, fewer
+    # waves). The threshold came from an offline sm_90 count of 235 registers at 1024 (2 per SM);
+    # the final kernel counts 168 there (Triton 3.9 on the CPU machine; 3 per SM) and 125 at 512,
+    # so 3 may be the better threshold: unmeasured. H100, CUDA-graph fwd+bwd: few programs,
     # (1, 256, 16384): 1024 0.755 ms, 2048 0.729 (no prefetch), 512 0.831; a full GPU,
     # (16, 768, 1024): 512 1.645, 1024 1.796; 8 warps slower at both.
     "statewise_tile": ((2, 1024), (float("inf"), 512)),
