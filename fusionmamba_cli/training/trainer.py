@@ -52,6 +52,7 @@ class TrainConfig:
     loss_weights: str = "1,1,10"
     intensity_loss: str = "l2"
     vif_weight: float = 0.0
+    anchor: str = "l1"
     target_sigma: float | None = None
     target_gain: float | None = None
     holdout_every: int = 0
@@ -169,6 +170,7 @@ def _objective(config: TrainConfig, model: FusionMamba) -> Objective:
             floor=model.config.two_scale_floor,
         ),
         config.vif_weight,
+        config.anchor,
     )
 
 
