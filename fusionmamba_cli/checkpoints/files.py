@@ -129,11 +129,14 @@ def load_model(
     source: str | os.PathLike,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    *,
+    scan_backend: str | None = None,
 ) -> FusionMamba:
     """The network in eval mode from a weights file path or a bundled/downloaded weights name.
 
     Call it as ``model(x1, x2)`` on (B, 1, H, W) tensors in [0, 1], the authors' order
-    (x1 = visible / MRI / phase contrast, x2 = IR / CT / PET / SPECT / GFP).
+    (x1 = visible / MRI / phase contrast, x2 = IR / CT / PET / SPECT / GFP). `scan_backend`
+    forces a selective-scan backend (see `ops.selective_scan`; None: $FUSIONMAMBA_SCAN_BACKEND or auto).
     """
     from fusionmamba_cli.checkpoints.registry import resolve_weights
 
@@ -141,6 +144,7 @@ def load_model(
     state, config, _ = read_checkpoint(path)
     model = build_model(state, config, str(path))
     model.eval()
+    model.set_scan_backend(scan_backend)
     if dtype is not None:
         model = model.to(dtype=dtype)
     if device is not None:

@@ -178,13 +178,12 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     checkpoint_path = out / CHECKPOINT_NAME
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
-    if config.scan_backend:
-        os.environ["FUSIONMAMBA_SCAN_BACKEND"] = config.scan_backend
     weights = LossWeights.parse(config.loss_weights)
     pairs = load_pairs(Path(config.data), config.tasks, "train")
     val_pairs = load_pairs(Path(config.data), config.tasks, config.val_split) if config.val_split else None
 
     model = _build(config).to(device).train()
+    model.set_scan_backend(config.scan_backend or None)  # None: the dispatcher's default
     for param in model.unused_parameters():  # never get a gradient; DDP requires them frozen
         param.requires_grad_(False)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
