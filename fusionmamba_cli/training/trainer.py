@@ -21,9 +21,9 @@ import torch.distributed as dist
 
 from fusionmamba_cli import distributed
 from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
-from fusionmamba_cli.checkpoints.registry import resolve_weights
+from fusionmamba_cli.checkpoints.resolve import resolve_weights
 from fusionmamba_cli.errors import FusionMambaError, is_out_of_memory
-from fusionmamba_cli.imaging.io import write_bytes_atomic
+from fusionmamba_cli.atomic import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, get_preset
 from fusionmamba_cli.model.compiled import CompiledForward
 from fusionmamba_cli.training.data import PairSet, load_pairs, make_batch
