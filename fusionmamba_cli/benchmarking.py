@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from fusionmamba_cli.checkpoints import load_model
 from fusionmamba_cli.errors import BackendUnavailableError, is_out_of_memory
 from fusionmamba_cli.model import FusionMamba, create_model
 from fusionmamba_cli.model.compiled import CompiledForward
@@ -281,8 +282,6 @@ def build_model(
         raise ValueError("give a preset or weights, not both")
     torch_dtype = resolve_dtype(dtype)
     if weights:
-        from fusionmamba_cli.checkpoints import load_model
-
         model = load_model(weights)
         label = f"weights:{weights}"
     else:
