@@ -22,7 +22,8 @@ def _installed_file(entry: WeightsEntry) -> Path:
     cached = hub.find_cached(entry)
     if cached is not None:
         return cached
-    raise WeightsNotFoundError(f"weights {entry.name!r} are not installed; run: fusionmamba download-weights {entry.name}")
+    raise WeightsNotFoundError(
+        f"weights {entry.name!r} are not installed; run: fusionmamba download-weights {entry.name}")
 
 
 def resolve_weights(source: str | os.PathLike) -> Path:

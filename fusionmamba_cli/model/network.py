@@ -127,7 +127,8 @@ class FusionMamba(nn.Module):
 
     @contextmanager
     def scan_backend_as(self, backend: str | None) -> Iterator[FusionMamba]:
-        """Run the block with `backend` forced (None: the dispatcher's default), then restore the previous one."""
+        """Run the block with `backend` forced (None: the dispatcher's default), then restore the
+        previous one. A CUDA graph captured before keeps the backend it captured."""
         previous = self.scan_backend
         self.set_scan_backend(backend)
         try:

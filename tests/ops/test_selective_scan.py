@@ -176,3 +176,16 @@ def test_model_backend_is_an_argument_and_a_context(micro_weights, monkeypatch):
     with pytest.raises(ValueError, match="unknown scan backend"):
         model.set_scan_backend("cuda-magic")
     assert dict(__import__("os").environ) == before
+
+
+def test_cli_scan_backend_is_passed_not_written_to_the_environment(capsys, monkeypatch):
+    import json
+    import os
+
+    from tests.cli.helpers import run_cli
+
+    monkeypatch.delenv("FUSIONMAMBA_SCAN_BACKEND", raising=False)
+    before = dict(os.environ)
+    result = run_cli(capsys, "info", "--json", "--device", "cpu", "--scan-backend", "reference")
+    assert result.code == 0 and json.loads(result.out)["scan_backend"] == "reference"
+    assert dict(os.environ) == before

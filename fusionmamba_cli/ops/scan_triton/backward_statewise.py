@@ -17,7 +17,13 @@ import torch
 import triton
 import triton.language as tl
 
-from fusionmamba_cli.ops.scan_triton.common import _affine_combine, _channel_constants, _dsoftplus, _step_size, next_pow2
+from fusionmamba_cli.ops.scan_triton.common import (
+    _affine_combine,
+    _channel_constants,
+    _dsoftplus,
+    _step_size,
+    next_pow2,
+)
 
 
 @triton.jit

@@ -78,7 +78,7 @@ def _bwd_tile_rev_loads(B_base, C_base, nL, n_mask, i, L, k, TL: tl.constexpr):
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
-    L, channels, per_group, n_groups, N, n_tiles, block_d, n_blocks,
+    L, L_row, channels, per_group, n_groups, N, n_tiles, block_d, n_blocks,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     N_P2: tl.constexpr, TL: tl.constexpr, BD_P2: tl.constexpr,
 ):
@@ -95,13 +95,13 @@ def _scan_bwd_kernel(
     k = tl.arange(0, TL)
     rows = tl.arange(0, BD_P2)
 
-    # B/C rows are L apart. 64-bit scalar bases, 32-bit offsets inside the (N, L) slabs: fewer
-    # live 64-bit registers
-    bc_row = (b * n_groups + grp) * N * L
+    # B/C rows are L_row (== L) apart: see ROW_STRIDE_NOTE in common.py. 64-bit scalar bases,
+    # 32-bit offsets inside the (N, L) slabs: fewer live 64-bit registers
+    bc_row = (b * n_groups + grp) * N * L_row
     B_base = B_ptr + bc_row
     C_base = C_ptr + bc_row
-    part_row = (b * n_blocks + blk) * N * L
-    nL = n[:, None] * L
+    part_row = (b * n_blocks + blk) * N * L_row
+    nL = n[:, None] * L_row
     scratch = scratch_ptr + (b * n_blocks + blk) * (N_P2 * TL)
     nT = n[:, None] * TL
     last_k = k[None, :] == TL - 1
@@ -247,7 +247,8 @@ def tiled_backward(u, delta, A, B, C, D, delta_bias, dy, states, delta_softplus:
             u, delta, A, B, C,
             u if D is None else D, u if delta_bias is None else delta_bias, dy, states, scratch,
             du, ddelta, dA_part, dB_part, dC_part,
-            length, channels, per_group, n_groups, n_state, n_tiles, block_d, n_blocks,
+            length, length,  # L, and L_row (ROW_STRIDE_NOTE in common.py)
+            channels, per_group, n_groups, n_state, n_tiles, block_d, n_blocks,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             N_P2=n_p2, TL=chunk, BD_P2=next_pow2(block_d), num_warps=tiled_warps(chunk),
         )

@@ -13,6 +13,13 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+# ROW_STRIDE_NOTE: the forward and the tiled backward take the sequence length twice, as L and as
+# L_row, the stride of B/C rows. One argument for both computes the same, but compiles differently
+# (offline sm_90: other register allocation, other spills in the tiled backward); two keep the
+# kernels the H100 sweeps measured. (L_row once also served to hide L's divisibility, for
+# unvectorised B/C loads: that variant never shipped and is gone.)
+
+
 def next_pow2(x: int) -> int:
     """The smallest power of two >= x (1 for x <= 1)."""
     return 1 << max(0, (int(x) - 1).bit_length())

@@ -19,7 +19,7 @@ from fusionmamba_cli.ops.scan_triton.launch import ForwardPlan
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, states_ptr,
-    L, channels, per_group, n_groups, N, n_tiles, n_saved,
+    L, L_row, channels, per_group, n_groups, N, n_tiles, n_saved,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr,
     N_P2: tl.constexpr, TL: tl.constexpr, SAVE_EVERY: tl.constexpr = 1,
 ):
@@ -40,12 +40,12 @@ def _scan_fwd_kernel(
     u_base = u_ptr + row
     delta_base = delta_ptr + row
     y_base = y_ptr + row
-    # B/C rows are L apart. 64-bit scalar bases, 32-bit offsets inside the (N, L) slab: fewer live
-    # 64-bit registers
-    bc_row = (b * n_groups + grp) * N * L
+    # B/C rows are L_row (== L) apart: see ROW_STRIDE_NOTE in common.py. 64-bit scalar bases,
+    # 32-bit offsets inside the (N, L) slab: fewer live 64-bit registers
+    bc_row = (b * n_groups + grp) * N * L_row
     B_base = B_ptr + bc_row
     C_base = C_ptr + bc_row
-    nL = n[:, None] * L
+    nL = n[:, None] * L_row
     st_base = states_ptr + (b * channels + c) * n_saved * N
 
     h = tl.zeros([N_P2], dtype=tl.float32)
@@ -109,7 +109,8 @@ def launch_forward(u, delta, A, B, C, D, delta_bias, delta_softplus: bool, plan:
         _scan_fwd_kernel[(channels, batch)](
             u, delta, A, B, C,
             u if D is None else D, u if delta_bias is None else delta_bias, y, states,
-            length, channels, channels // n_groups, n_groups, n_state, plan.n_tiles, plan.n_saved,
+            length, length,  # L, and L_row (ROW_STRIDE_NOTE in common.py)
+            channels, channels // n_groups, n_groups, n_state, plan.n_tiles, plan.n_saved,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
             SAVE_STATES=save, N_P2=next_pow2(n_state), TL=plan.tile, SAVE_EVERY=plan.save_every,
             num_warps=plan.warps,
