@@ -95,7 +95,6 @@ def _scan_fwd_kernel(
         h = tl.sum(tl.where(k[None, :] == TL - 1, hs, 0.0), axis=1)
 
 
-
 def launch_forward(u, delta, A, B, C, D, delta_bias, delta_softplus: bool, plan: ForwardPlan,
                    save: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """y, and the saved states (batch, K*D, plan.n_saved, N) fp32 when `save` (else a dummy);
