@@ -4,6 +4,8 @@ large steps; and the backend dispatcher's choices."""
 from __future__ import annotations
 
 import importlib
+import json
+import os
 
 import pytest
 import torch
@@ -161,12 +163,12 @@ def test_observers_see_every_call_and_meta_tensors_propagate_shapes():
     assert dispatch._observers == ()
 
 
-def test_model_backend_is_an_argument_and_a_context(micro_weights, monkeypatch):
+def test_model_backend_is_an_argument_and_a_context(micro_weights):
     """load_model / Fuser take the backend; the model's context manager forces one for a block."""
     from fusionmamba_cli import load_model
     from fusionmamba_cli.fusion.pipeline import Fuser
 
-    before = dict(__import__("os").environ)
+    before = dict(os.environ)
     model = load_model(micro_weights, scan_backend="reference")
     assert model.scan_backend == "reference"
     assert Fuser(load_model(micro_weights), scan_backend="torch").model.scan_backend == "torch"
@@ -175,13 +177,10 @@ def test_model_backend_is_an_argument_and_a_context(micro_weights, monkeypatch):
     assert model.scan_backend == "reference"
     with pytest.raises(ValueError, match="unknown scan backend"):
         model.set_scan_backend("cuda-magic")
-    assert dict(__import__("os").environ) == before
+    assert dict(os.environ) == before
 
 
 def test_cli_scan_backend_is_passed_not_written_to_the_environment(capsys, monkeypatch):
-    import json
-    import os
-
     from tests.cli.helpers import run_cli
 
     monkeypatch.delenv("FUSIONMAMBA_SCAN_BACKEND", raising=False)
