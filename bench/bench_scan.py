@@ -17,15 +17,18 @@ the first batch elements when the torch backend cannot hold the whole batch.
 
     python3 bench/bench_scan.py --out bench.json            # table + JSON
     python3 bench/bench_scan.py --out bench.json --graphs   # also CUDA-graph (kernel) timings
-    python3 bench/bench_scan.py --out bench.json --sweep    # also explore the Triton launch knobs
-    python3 bench/bench_scan.py --out sweep.json --sweep-only  # only the knob sweep
+    python3 bench/bench_scan.py --out bench.json --sweep    # also sweep the Triton arguments
+    python3 bench/bench_scan.py --out sweep.json --sweep-only  # only the sweep
     python3 bench/bench_scan.py --out sweep.json --sweep-only --sweep-impl statewise
-    python3 bench/bench_scan.py --out bench.json --triton-variant 'tiled={"bwd_impl": "tiled"}'
+    python3 bench/bench_scan.py --out bench.json --triton-variant 'tiled={"backward": "tiled"}'
+The launch knobs themselves are constants of `fusionmamba_cli/ops/scan_triton/launch.py` (the
+sweeps that settled them, and the variants removed since, are in BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -58,23 +61,6 @@ def shape_list() -> list[dict]:
     return shapes
 
 
-def with_tuning(fn, overrides: dict):
-    """`fn` run with `scan_triton._TUNING` updated by `overrides` (the forward fixes the backward's
-    kernel and knobs, so restoring them after the call is enough)."""
-    from fusionmamba_cli.ops import scan_triton
-
-    def run(*args, **kwargs):
-        saved = dict(scan_triton._TUNING)
-        scan_triton._TUNING.update(overrides)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            scan_triton._TUNING.clear()
-            scan_triton._TUNING.update(saved)
-
-    return run
-
-
 def load_backends(variants: list[str] = ()) -> dict:
     """torch, triton (its defaults), one `triton[NAME]` per --triton-variant, mamba_ssm if it imports."""
     backends = {"torch": selective_scan_torch}
@@ -85,7 +71,7 @@ def load_backends(variants: list[str] = ()) -> dict:
             backends["triton"] = scan_triton.selective_scan_triton
             for spec in variants:
                 name, _, overrides = spec.partition("=")
-                backends[f"triton[{name}]"] = with_tuning(scan_triton.selective_scan_triton, json.loads(overrides))
+                backends[f"triton[{name}]"] = functools.partial(scan_triton.selective_scan_triton, **json.loads(overrides))
     except Exception as exc:  # noqa: BLE001
         print(f"triton backend unavailable: {exc!r}", file=sys.stderr)
     try:
@@ -254,70 +240,41 @@ def bench_shapes(backends, args) -> list[dict]:
 
 
 def sweep(args) -> dict:
-    """Time the Triton kernels under different launch knobs at two shapes: the forward without
-    gradients (tile, warps, prefetch, vectorised loads) and forward+backward (chunk, backward warps,
-    block_d, exact h_{t-1}, register cap, backward prefetch). Every training row also records its
-    gradients' largest relative error against the original kernel (default chunk and warps,
-    bwd_prefetch False), which checks the compiled variants, not only their speed. The training rows
-    cover both backward kernels (`bwd_impl` "tiled" and "statewise"; for "statewise" its tile, warps,
-    and B/C prefetch; the "statewise" rows' chunk is the forward's tile)."""
+    """Time the Triton scan under its arguments at two shapes: the forward without gradients at
+    each tile (`chunk`; warps as `launch.FORWARD_WARPS` ships them) and forward+backward with each
+    backward (`backward`), the tiled one at several chunks and `block_d`. Every training row also
+    records its gradients' largest relative error against the tiled backward at the default chunk,
+    which checks the compiled kernels, not only their speed."""
     from fusionmamba_cli.ops import scan_triton as st
+    from fusionmamba_cli.ops.scan_triton import launch
 
-    base = dict(st._TUNING)
     out = {"forward": [], "train": []}
     shapes = [(1, 256, 16384, 16), (16, 768, 1024, 16)]
-    # forward (no grad): (tile, warps, prefetch, vectorised B/C loads)
-    fwd_cfgs = [(64, 1, True, True), (64, 2, True, True), (128, 2, True, True), (256, 4, True, True),
-                (512, 8, True, True)]
-    # training rows, per shape: {"chunk", "block_d", and `_TUNING` overrides}; the first row is the
-    # shipped default (bwd_impl "auto": statewise, its forward tile from the programs-per-SM rules)
-    dflt_chunk = st.DEFAULT_CHUNK
+    fwd_tiles = [64, 128, 256, 512]
 
-    def cfg(chunk=dflt_chunk, warps=None, block_d=None, **tuning):
-        # the tiled backward (the deterministic one)
-        return {"chunk": chunk, "block_d": block_d, "bwd_impl": "tiled",
-                "bwd_warps": warps or st._bwd_warps(chunk), **tuning}
+    def tiled(chunk=st.DEFAULT_CHUNK, block_d=None):
+        return {"backward": "tiled", "chunk": chunk, "block_d": block_d}
 
-    def sw(tile=base["statewise_tile"], warps=base["statewise_warps"], chunk=None, **tuning):
-        # (tile: an int or the default's rules by programs per SM)
-        # the statewise backward (1-D scans over `tile` steps, one state at a time); the forward
-        # walks tiles of `chunk` (None: the programs-per-SM rules) and saves the state every `tile`
-        return {"chunk": chunk, "block_d": None, "bwd_impl": "statewise", "statewise_tile": tile,
-                "statewise_warps": warps, **tuning}
-
-    dflt = {"chunk": None, "block_d": None}
-    # bwd_prefetch levels: False/"none" (the original kernel), "early", "fwd", True/"all" (see
-    # scan_triton._BWD_PREFETCH_LEVELS). Static sm_90 spill stacks (bytes/thread, ptxas): chunk 128 at
-    # 4 warps none 40, early 48, fwd 96, all 224; at 8 warps 0 for every level; chunk 512 600-1100.
-    prefetch_rows = [cfg(bwd_prefetch=False), cfg(bwd_prefetch="early"), cfg(bwd_prefetch="fwd")]
-    # statewise rows of both shapes: without the B/C prefetch, tiles of 1024 and 512
-    sw_rows = [sw(statewise_prefetch=False), sw(1024, 4), sw(512, 4)]
+    dflt = {"backward": "auto", "chunk": None, "block_d": None}  # the shipped default: statewise
+    statewise = {"backward": "statewise", "chunk": None, "block_d": None}
     train_by_shape = [
-        # 256 one-channel programs (block_d None = 1 here): the serial walk over 16384 steps is the
-        # critical path, so fewer, longer tiles may pay
-        [dflt, cfg(), *prefetch_rows, cfg(warps=8), cfg(warps=8, bwd_prefetch=False), cfg(64, 2), cfg(64, 4),
-         cfg(256, 8), cfg(256, 8, bwd_prefetch="fwd"), cfg(512, 8), cfg(512, 16),
-         # statewise: 256 programs, each walking 16384 / tile tiles
-         *sw_rows, sw(2048, 4, statewise_prefetch=False), sw(2048, 8)],
+        # 256 one-channel programs: the serial walk over 16384 steps is the critical path
+        [dflt, statewise, tiled(), tiled(64), tiled(256), tiled(512)],
         # 12288 channels (block_d None = 8 on an H100): the GPU is full
-        [dflt, cfg(), *prefetch_rows, cfg(warps=8), cfg(64, 2), cfg(64, 4), cfg(256, 8), cfg(512, 8),
-         cfg(block_d=1),
-         # statewise: 12288 programs; tiles above L = 1024 are capped at 1024, so no 2048 rows
-         *sw_rows, sw(256, 4)],
+        [dflt, statewise, tiled(), tiled(64), tiled(256), tiled(512), tiled(block_d=1)],
     ]
-    if args.sweep_impl == "statewise":  # the shipped and the tiled rows for comparison, then statewise
-        train_by_shape = [[rows[0], rows[1], *(r for r in rows[2:] if r.get("bwd_impl") == "statewise")]
+    if args.sweep_impl == "statewise":  # the shipped and the default tiled rows for comparison, then statewise
+        train_by_shape = [[rows[0], rows[2], *(r for r in rows if r["backward"] == "statewise")]
                           for rows in train_by_shape]
-        fwd_cfgs = []
+        fwd_tiles = []
     for si, (b, ch, length, n) in enumerate(shapes):
         x = make_inputs(b, ch, length, n)
-        for tile, warps, prefetch, vec in fwd_cfgs:
-            st._TUNING.update(base, infer_tile=tile, fwd_warps={**base["fwd_warps"], tile: warps},
-                              prefetch=prefetch, fwd_vec=vec)
-            rec = {"shape": [b, ch, length, n], "tile": tile, "warps": warps, "prefetch": prefetch, "vec": vec}
+        for tile in fwd_tiles:
+            rec = {"shape": [b, ch, length, n], "tile": tile, "warps": launch.forward_warps(tile)}
             try:
                 with torch.no_grad():
-                    rec["fwd_ms"] = time_cuda(lambda: call(st.selective_scan_triton, x), iters=20)
+                    rec["fwd_ms"] = time_cuda(lambda: call(functools.partial(st.selective_scan_triton, chunk=tile), x),
+                                              iters=20)
             except Exception as exc:  # noqa: BLE001
                 rec["error"] = repr(exc)[:200]
             out["forward"].append(rec)
@@ -326,36 +283,31 @@ def sweep(args) -> dict:
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in x.items()}
         dy = torch.randn_like(x["u"])
 
-        def fwd_bwd(chunk, block_d):
+        def fwd_bwd(row):
             for v in leaves.values():
                 v.grad = None
             y = st.selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
-                                         leaves["D"], leaves["delta_bias"], True, chunk=chunk, block_d=block_d)
+                                         leaves["D"], leaves["delta_bias"], True, **row)
             y.backward(dy)
 
-        # reference gradients: the original tiled backward (no prefetch) at the default chunk and warps
-        ref_grads = None
+        ref_grads = None  # the tiled (deterministic) backward at the default chunk
         try:
-            st._TUNING.update(base, bwd_prefetch=False, bwd_impl="tiled", exact_prev=True)
-            fwd_bwd(dflt_chunk, None)
+            fwd_bwd(tiled())
             ref_grads = {k: v.grad.detach().clone() for k, v in leaves.items()}
         except Exception as exc:  # noqa: BLE001
             print(f"sweep train: no reference gradients: {exc!r}"[:300], flush=True)
         for row in train_by_shape[si]:
-            chunk, block_d = row["chunk"], row["block_d"]
-            tuning = {k: v for k, v in row.items() if k not in ("chunk", "block_d")}
-            st._TUNING.update(base, **tuning)
             rec = {"shape": [b, ch, length, n], **row}
             try:
-                if st._bwd_impl() == "statewise":  # one channel per program; the tile capped by L
-                    rec["statewise_tile_used"] = st._statewise_tile(length, b * ch / st._num_sms(x["u"].device))
-                    rec["statewise_warps_used"] = st._statewise_warps(rec["statewise_tile_used"])
+                if launch.backward_impl(row["backward"]) == "statewise":  # one channel per program
+                    rec["statewise_tile_used"] = launch.statewise_tile(length, b * ch / launch.num_sms(x["u"].device))
+                    rec["statewise_warps_used"] = launch.statewise_warps(rec["statewise_tile_used"])
                 else:
-                    rec["block_d_used"] = block_d or st._choose_block_d(
+                    rec["block_d_used"] = row["block_d"] or launch.choose_block_d(
                         b, ch, ch // K, n, length, x["u"].device)
-                rec["fwd_bwd_ms"] = time_cuda(lambda: fwd_bwd(chunk, block_d), iters=10)
+                rec["fwd_bwd_ms"] = time_cuda(lambda: fwd_bwd(row), iters=10)
                 if args.graphs:
-                    rec["fwd_bwd_graph_ms"] = time_graphed(lambda: fwd_bwd(chunk, block_d), iters=10)
+                    rec["fwd_bwd_graph_ms"] = time_graphed(lambda: fwd_bwd(row), iters=10)
                 if ref_grads is not None:  # the last timed call's gradients
                     errs = {k: rel_err(leaves[k].grad, ref_grads[k]) for k in GRAD_NAMES}
                     rec["grad_rel_err_max"] = max(errs.values())
@@ -367,7 +319,6 @@ def sweep(args) -> dict:
             write_json(args.out, {"sweep": out})
         del x, leaves, ref_grads
         torch.cuda.empty_cache()
-    st._TUNING.update(base)
     return out
 
 
@@ -404,10 +355,11 @@ def main() -> None:
     parser.add_argument("--out", default="bench_scan.json", help="JSON file for the results")
     parser.add_argument("--iters", type=int, default=20, help="timed repetitions (median reported)")
     parser.add_argument("--max-gb", type=float, default=20.0, help="skip combos estimated above this")
-    parser.add_argument("--sweep", action="store_true", help="also sweep the Triton launch knobs")
+    parser.add_argument("--sweep", action="store_true", help="also sweep the Triton scan's arguments")
     parser.add_argument("--sweep-only", action="store_true", help="only the knob sweep")
     parser.add_argument("--triton-variant", action="append", default=[], metavar="NAME=JSON",
-                        help='another Triton column with these _TUNING overrides, e.g. tiled={"bwd_impl": "tiled"}')
+                        help='another Triton column with these selective_scan_triton keyword arguments, '
+                             'e.g. tiled={"backward": "tiled"}')
     parser.add_argument("--graphs", action="store_true",
                         help="also time each call replayed from a CUDA graph (GPU time without launch overhead)")
     parser.add_argument("--sweep-impl", choices=("all", "statewise"), default="all",

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scan import call, make_inputs  # noqa: E402
 
 from fusionmamba_cli.ops import scan_triton as st  # noqa: E402
+from fusionmamba_cli.ops.scan_triton import backward_statewise, forward, interface  # noqa: E402
 
 TIMES: dict[str, float] = collections.defaultdict(float)
 
@@ -62,11 +63,13 @@ class Nop(torch.autograd.Function):
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("host_overhead.py needs a CUDA GPU")
-    st._forward = timed("our forward (launch included)", st._forward)
-    st._statewise_backward = timed("statewise backward (launch included)", st._statewise_backward)
-    st._finish_backward = timed("batch reductions", st._finish_backward)
-    st._scan_fwd_kernel = TimedLaunch(st._scan_fwd_kernel, "forward Triton launch")
-    st._scan_bwd_statewise_kernel = TimedLaunch(st._scan_bwd_statewise_kernel, "backward Triton launch")
+    # each name replaced where it is looked up: the entry module's, and the kernel modules' own
+    interface._forward = timed("our forward (launch included)", interface._forward)
+    interface.statewise_backward = timed("statewise backward (launch included)", interface.statewise_backward)
+    interface._finish_backward = timed("batch reductions", interface._finish_backward)
+    forward._scan_fwd_kernel = TimedLaunch(forward._scan_fwd_kernel, "forward Triton launch")
+    backward_statewise._scan_bwd_statewise_kernel = TimedLaunch(backward_statewise._scan_bwd_statewise_kernel,
+                                                                "backward Triton launch")
     calls = 200
     for shape in [(1, 256, 1024, 16), (1, 256, 16384, 16)]:
         x = make_inputs(*shape)

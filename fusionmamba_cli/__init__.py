@@ -4,11 +4,10 @@ Public API (stable): `load_model`, `FusionMamba`, `FusionMambaConfig`, `create_m
 `selective_scan`, `fuse_images`.
 """
 
-__version__ = "0.1.0"
-
 from fusionmamba_cli.checkpoints import load_model, save_weights
 from fusionmamba_cli.model import FusionMamba, FusionMambaConfig, create_model, get_preset
 from fusionmamba_cli.ops import selective_scan
+from fusionmamba_cli.version import __version__
 
 __all__ = [
     "FusionMamba",

@@ -7,10 +7,11 @@ FLOPs
     `count_flops` runs the network once on a *meta-device* copy (shapes only, no arithmetic, no
     memory), under `torch.utils.flop_counter.FlopCounterMode`. That counter sees matmuls, convs and
     einsums (2 FLOPs per multiply-add); it does not see element-wise ops (activations, norms, adds)
-    nor opaque kernels. The selective scan itself is therefore left out of the counted part (the
-    dispatcher call is stubbed on meta tensors, so a backend's internal einsums are not counted
-    either) and added analytically, per `ScanCore2D.scan` call on a (B, D, H, W) map, with K = 4
-    ES2D directions, KD = 4 * D channels, N = d_state and L = ceil(H/2) * ceil(W/2) steps:
+    nor opaque kernels. The selective scan itself is therefore left out of the counted part (on
+    meta tensors the dispatcher only propagates shapes, so no backend's internal einsums are
+    counted) and added analytically, per scan the dispatcher reports (`observe_scans`): on a
+    (B, D, H, W) map, K = 4 ES2D directions, KD = 4 * D channels, N = d_state and
+    L = ceil(H/2) * ceil(W/2) steps:
 
         scan FLOPs = 9 * B * KD * N * L  +  B * KD * L
 
@@ -52,12 +53,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from fusionmamba_cli.checkpoints import load_model
 from fusionmamba_cli.errors import BackendUnavailableError, is_out_of_memory
 from fusionmamba_cli.model import FusionMamba, create_model
 from fusionmamba_cli.model.compiled import CompiledForward
 from fusionmamba_cli.model.graphed import GraphedForward
-from fusionmamba_cli.model.ssm import DIRECTIONS, ScanCore2D
-from fusionmamba_cli.ops.selective_scan import resolve_backend
+from fusionmamba_cli.ops.selective_scan import ScanCall, observe_scans, resolve_backend
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCAN_FLOPS_PER_STATE = 9  # per (channel, state, step); see the module docstring
@@ -95,60 +96,17 @@ def scan_flops(batch: int, channels: int, d_state: int, length: int, *, with_d: 
 
 
 @contextmanager
-def _record_scans(model: nn.Module) -> Iterator[list[tuple[int, int, int, int, int]]]:
-    """Record (batch, KD, N, H, W) of every `ScanCore2D.scan` call made inside the block.
+def _record_meta_scans() -> Iterator[list[ScanCall]]:
+    """Record every selective scan on meta tensors run inside the block (the FLOP count's meta copy;
+    scans on real devices elsewhere in the process are not its own)."""
+    calls: list[ScanCall] = []
 
-    The scan method is wrapped per instance (the model's modules import the dispatcher by name, so
-    wrapping the dispatcher would not be seen); the wrappers are removed on exit.
-    """
-    calls: list[tuple[int, int, int, int, int]] = []
-    wrapped = []
-    for module in model.modules():
-        if isinstance(module, ScanCore2D):
-            original = module.scan
+    def record(call: ScanCall) -> None:
+        if call.device.type == "meta":
+            calls.append(call)
 
-            def scan(x: torch.Tensor, _m: ScanCore2D = module, _orig: Callable = original) -> torch.Tensor:
-                batch, _, height, width = x.shape
-                calls.append((batch, DIRECTIONS * _m.inner, _m.d_state, height, width))
-                return _orig(x)
-
-            module.scan = scan  # type: ignore[method-assign]
-            wrapped.append(module)
-    try:
+    with observe_scans(record):
         yield calls
-    finally:
-        for module in wrapped:
-            del module.scan  # back to the class method
-
-
-_scan_patch_lock = threading.Lock()
-
-
-@contextmanager
-def _scan_shapes_only() -> Iterator[None]:
-    """Inside the block, selective scans on meta tensors return an empty result of the right shape.
-
-    Some backends compute part of the scan with einsum (e.g. the torch backend's output dot), which
-    FlopCounterMode would count on top of the analytic scan FLOPs, and differently per backend; the
-    stub keeps the count backend-independent. `ScanCore2D.scan` calls the name `selective_scan` of
-    `fusionmamba_cli.model.ssm`, so that module global is swapped; tensors on real devices still go
-    to the real dispatcher, so concurrent inference elsewhere in the process is unaffected.
-    """
-    from fusionmamba_cli.model import ssm
-
-    with _scan_patch_lock:
-        original = ssm.selective_scan
-
-        def shapes_only(u: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-            if u.device.type == "meta":
-                return torch.empty_like(u)
-            return original(u, *args, **kwargs)
-
-        ssm.selective_scan = shapes_only
-        try:
-            yield
-        finally:
-            ssm.selective_scan = original
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
@@ -170,11 +128,11 @@ def count_flops(model: nn.Module, size: Size, batch: int = 1) -> dict:
     meta = _meta_copy(model)
     dtype = next(model.parameters()).dtype
     x = torch.zeros(batch, 1, height, width, device="meta", dtype=dtype)
-    with torch.inference_mode(), _scan_shapes_only(), _record_scans(meta) as calls, FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), _record_meta_scans() as calls, FlopCounterMode(display=False) as counter:
         meta(x, x)
     counted = int(counter.get_total_flops())
     by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
-    scan = sum(scan_flops(b, kd, n, math.ceil(h / 2) * math.ceil(w / 2)) for b, kd, n, h, w in calls)
+    scan = sum(scan_flops(c.batch, c.channels, c.d_state, c.length, with_d=c.has_d) for c in calls)
     total = counted + scan
     return {
         "flops": total,
@@ -316,14 +274,14 @@ def build_model(
     device: torch.device | str = "cpu",
     dtype: str | torch.dtype = "fp32",
     seed: int = 0,
+    scan_backend: str | None = None,
 ) -> tuple[FusionMamba, str]:
-    """(model in eval mode on device/dtype, label). Random init from a preset (fine for cost), or weights."""
+    """(model in eval mode on device/dtype, label). Random init from a preset (fine for cost), or weights;
+    `scan_backend` forced on it (None: the dispatcher's default)."""
     if preset and weights:
         raise ValueError("give a preset or weights, not both")
     torch_dtype = resolve_dtype(dtype)
     if weights:
-        from fusionmamba_cli.checkpoints import load_model
-
         model = load_model(weights)
         label = f"weights:{weights}"
     else:
@@ -331,6 +289,7 @@ def build_model(
         preset = preset or "compact"
         model = create_model(preset)
         label = preset
+    model.set_scan_backend(scan_backend)
     model = model.eval().to(device=device, dtype=torch_dtype)
     return model, label
 
@@ -381,7 +340,7 @@ def run_benchmark(
         "device_name": _device_name(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "dtype": dtype_name,
-        "scan_backend": resolve_backend(_forced_backend(model), device),
+        "scan_backend": resolve_backend(model.scan_backend, device),
         "batch": batch,
         "warmup": warmup,
         "repeat": repeat,
@@ -411,13 +370,6 @@ def run_benchmark(
             row.update(_time_one(model, height, width, batch, device, dtype, warmup, repeat, cuda_graphs, compiled))
         rows.append(row)
     return rows
-
-
-def _forced_backend(model: nn.Module) -> str | None:
-    for module in model.modules():
-        if isinstance(module, ScanCore2D):
-            return module.scan_backend
-    return None
 
 
 def _release_cpu_heap() -> None:

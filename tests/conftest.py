@@ -47,3 +47,15 @@ def smooth_image(height: int, width: int, seed: int = 0, channels: int | None = 
     if channels is not None:
         ramp = ramp[..., None]
     return np.clip(0.6 * ramp + 0.4 * base, 0, 1)
+
+
+@pytest.fixture(autouse=True)
+def _scan_backend_default_read_afresh():
+    """Each test sees its own FUSIONMAMBA_SCAN_BACKEND: the library reads it once per process, so
+    the remembered value is forgotten around every test."""
+    import importlib
+
+    dispatch = importlib.import_module("fusionmamba_cli.ops.selective_scan")  # the module, not the function
+    dispatch._env_default.clear()
+    yield
+    dispatch._env_default.clear()

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from fusionmamba_cli.checkpoints.registry import sha256_of
+from fusionmamba_cli.checkpoints.manifest import sha256_of
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 PACK = "../shared/data train splits as luminance (ir_vis images with a side > 512 downscaled to 512), crop 192, batch 12"

@@ -1,4 +1,9 @@
-"""Weights files: reading/writing (safetensors, the authors' .pth), config inference, bundled weights."""
+"""Weights: the manifest of named weights, where a name's file is (bundled, then the Hub's cache),
+reading/writing files (safetensors, the authors' .pth) with config inference.
+
+Layers, each importing only those before it: manifest -> hub (download, cache lookups) ->
+resolve (path -> bundled -> cache) -> files (read, write, load_model) -> convert.
+"""
 
 from fusionmamba_cli.checkpoints.files import (
     infer_config,
@@ -6,14 +11,14 @@ from fusionmamba_cli.checkpoints.files import (
     read_checkpoint,
     save_weights,
 )
-from fusionmamba_cli.checkpoints.registry import (
+from fusionmamba_cli.checkpoints.manifest import (
     WeightsEntry,
     bundled_weights_dir,
     default_weights_for,
     list_weights,
     load_manifest,
-    resolve_weights,
 )
+from fusionmamba_cli.checkpoints.resolve import resolve_weights
 
 __all__ = [
     "WeightsEntry",

@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
-from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
+from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, read_tensors, save_weights
 from fusionmamba_cli.errors import WeightsFormatError, WeightsNotFoundError
 from fusionmamba_cli.model import FusionMamba, FusionMambaConfig, get_preset
+from fusionmamba_cli.version import __version__
 
 # FLOP/parameter counters that profilers (thop) attach as buffers to every module of a trained model.
 _PROFILER_KEY = re.compile(r"(^|\.)(total_ops|total_params)$")
@@ -68,17 +69,6 @@ def check_state_dict(state: dict[str, torch.Tensor], config: FusionMambaConfig, 
         raise WeightsFormatError(f"{source}: " + "; ".join(problems))
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a file whose config cannot be inferred (for the preset check's key listing)."""
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    from fusionmamba_cli.checkpoints.files import _read_pth
-
-    return _read_pth(path)
-
-
 def _describe(config: FusionMambaConfig) -> str:
     return f"dims={list(config.dims)}, depths={list(config.depths)}, depths_decoder={list(config.depths_decoder)}, d_state={config.d_state}"
 
@@ -94,8 +84,6 @@ def convert_checkpoint(
     without, the config (dims, depths, decoder depths, d_state, ablation switches) is inferred from the
     shapes. The weights keep their floating dtype. Returns the config stored in `dst`'s metadata.
     """
-    from fusionmamba_cli import __version__
-
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise WeightsNotFoundError(f"{src}: no such file")
@@ -108,7 +96,7 @@ def convert_checkpoint(
     except WeightsFormatError:
         if preset is None:
             raise
-        state, config = _read_tensors(src), None  # not a recognisable state dict: the preset check says why
+        state, config = read_tensors(src), None  # not a recognisable state dict: the preset check says why
     state = {key: value for key, value in state.items() if not _PROFILER_KEY.search(key)}
     if preset is not None:
         try:

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from fusionmamba_cli.atomic import write_bytes_atomic
+from fusionmamba_cli.checkpoints.resolve import resolve_weights
 from fusionmamba_cli.errors import WeightsFormatError
-from fusionmamba_cli.imaging.io import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, FusionMambaConfig
 
 CONFIG_KEY = "config"
@@ -56,6 +58,14 @@ def _read_pth(path: Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise WeightsFormatError(f"{path}: not a readable PyTorch checkpoint ({exc.__class__.__name__})") from None
     return _unwrap(obj, path)
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file as stored, without a config (e.g. to list what a file holds)."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        return load_file(str(path))
+    return _read_pth(path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], FusionMambaConfig, dict[str, str]]:
@@ -129,18 +139,20 @@ def load_model(
     source: str | os.PathLike,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    *,
+    scan_backend: str | None = None,
 ) -> FusionMamba:
     """The network in eval mode from a weights file path or a bundled/downloaded weights name.
 
     Call it as ``model(x1, x2)`` on (B, 1, H, W) tensors in [0, 1], the authors' order
-    (x1 = visible / MRI / phase contrast, x2 = IR / CT / PET / SPECT / GFP).
+    (x1 = visible / MRI / phase contrast, x2 = IR / CT / PET / SPECT / GFP). `scan_backend`
+    forces a selective-scan backend (see `ops.selective_scan`; None: $FUSIONMAMBA_SCAN_BACKEND or auto).
     """
-    from fusionmamba_cli.checkpoints.registry import resolve_weights
-
     path = resolve_weights(source)
     state, config, _ = read_checkpoint(path)
     model = build_model(state, config, str(path))
     model.eval()
+    model.set_scan_backend(scan_backend)
     if dtype is not None:
         model = model.to(dtype=dtype)
     if device is not None:
@@ -175,4 +187,4 @@ def save_weights(
     return path
 
 
-__all__ = ["build_model", "infer_config", "load_model", "read_checkpoint", "save_weights"]
+__all__ = ["build_model", "infer_config", "load_model", "read_checkpoint", "read_tensors", "save_weights"]

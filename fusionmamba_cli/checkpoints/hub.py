@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusionmamba_cli.checkpoints.registry import (
+from fusionmamba_cli.checkpoints.manifest import (
     Manifest,
     WeightsEntry,
     bundled_weights_dir,

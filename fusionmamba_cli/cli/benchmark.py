@@ -20,7 +20,7 @@ from fusionmamba_cli.cli.common import (
     ScanBackendOpt,
     UsageError,
     WeightsOpt,
-    apply_scan_backend,
+    scan_backend_value,
     console,
     resolve_device,
     stdout,
@@ -144,9 +144,9 @@ def benchmark_command(
     if preset and preset not in list_presets():
         raise UsageError(f"--preset {preset!r}: choose one of {', '.join(list_presets())}")
     sizes = [parse_size(s) for s in (size or ["256"])]
-    apply_scan_backend(scan_backend)
     dev = resolve_device(device)
-    model, label = benchmarking.build_model(preset=preset, weights=weights, device=dev, dtype=dtype.value)
+    model, label = benchmarking.build_model(preset=preset, weights=weights, device=dev, dtype=dtype.value,
+                                            scan_backend=scan_backend_value(scan_backend))
 
     def progress(hw: tuple[int, int]) -> None:
         if not json_output and not flops_only:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import torch
 import typer
 from rich.console import Console
 
+from fusionmamba_cli.ops.selective_scan import BACKEND_NAMES
 from fusionmamba_cli.tasks import TASK_NAMES
 
 # Human-facing output goes to stderr so stdout stays clean for --json and pipelines.
@@ -17,14 +17,7 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
 TaskName = Enum("TaskName", {name: name for name in TASK_NAMES}, type=str)  # type: ignore[misc]
-
-
-class ScanBackendName(str, Enum):
-    auto = "auto"
-    reference = "reference"
-    torch = "torch"
-    triton = "triton"
-    mamba_ssm = "mamba_ssm"
+ScanBackendName = Enum("ScanBackendName", {name: name for name in BACKEND_NAMES}, type=str)  # type: ignore[misc]
 
 
 TaskOpt = Annotated[
@@ -83,10 +76,9 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def apply_scan_backend(backend: ScanBackendName | None) -> None:
-    """Make a --scan-backend choice visible to the dispatcher (argument beats the environment)."""
-    if backend is not None:
-        os.environ["FUSIONMAMBA_SCAN_BACKEND"] = backend.value
+def scan_backend_value(backend: ScanBackendName | None) -> str | None:
+    """The --scan-backend choice as the library takes it (None: $FUSIONMAMBA_SCAN_BACKEND or auto)."""
+    return backend.value if backend is not None else None
 
 
 def task_value(task: TaskName | None) -> str | None:

@@ -20,7 +20,7 @@ from fusionmamba_cli.cli.common import (
     TaskName,
     UsageError,
     WeightsOpt,
-    apply_scan_backend,
+    scan_backend_value,
     console,
     resolve_device,
     stdout,
@@ -79,7 +79,6 @@ def evaluate_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Score fused images with VIF, SCD, Qabf, SF, MS-SSIM, FMI, EN, SD, MI, AG, SSIM, PSNR, CC and the defect figures clip, grain, grid."""
-    apply_scan_backend(scan_backend)
     root = data or default_data_root()
     try:
         keys = resolve_metrics([m.strip() for m in metrics.split(",") if m.strip()] if metrics else None)
@@ -95,7 +94,8 @@ def evaluate_command(
             results.append(evaluate_fused_dir(root, task.value, split, folder, keys, on_image=lambda _n, b=bar: progress.advance(b)))
         if not folders:
             dev = resolve_device(device)
-            model = load_model(weights or default_weights_for(task.value), device=dev)
+            model = load_model(weights or default_weights_for(task.value), device=dev,
+                               scan_backend=scan_backend_value(scan_backend))
             fuser = Fuser(model, task=task.value, device=dev)
             bar = progress.add_task("fusing + scoring", total=total)
             results.append(evaluate_model(fuser, root, task.value, split, keys, save_dir=save_fused, on_image=lambda _n: progress.advance(bar)))

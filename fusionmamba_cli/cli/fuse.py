@@ -37,7 +37,7 @@ from fusionmamba_cli.cli.common import (
     TaskOpt,
     UsageError,
     WeightsOpt,
-    apply_scan_backend,
+    scan_backend_value,
     console,
     resolve_device,
     task_value,
@@ -211,7 +211,6 @@ def fuse_command(
     Under `torchrun --nproc-per-node N -m fusionmamba_cli fuse ...` the pairs are split across the N
     processes (one GPU each on a CUDA machine); rank 0 prints the summary.
     """
-    apply_scan_backend(scan_backend)
     pixels_budget = _max_pixels(max_pixels)
     _, world, local_rank = distributed.env_ranks()
     dev = resolve_device(device)
@@ -223,14 +222,15 @@ def fuse_command(
             return _fuse(
                 first, second, output, task_value(task), weights, dev, batch_size, overwrite, resize,
                 normalize.value, ext, tile, tile_overlap, pixels_budget, cuda_graphs, compiled, json_output, quiet, rank,
-                world,
+                world, scan_backend=scan_backend_value(scan_backend),
             )
     finally:
         distributed.cleanup()
 
 
 def _fuse(first, second, output, task, weights, dev, batch_size, overwrite, resize, normalize, ext, tile,
-          tile_overlap, pixels_budget, cuda_graphs, compiled, json_output, quiet, rank, world) -> int:
+          tile_overlap, pixels_budget, cuda_graphs, compiled, json_output, quiet, rank, world, *,
+          scan_backend: str | None = None) -> int:
     main = rank == 0
     # Rank 0 lists the folders and every rank gets that one list, so shards never overlap or miss.
     plan: tuple | UsageError | None = None
@@ -247,7 +247,7 @@ def _fuse(first, second, output, task, weights, dev, batch_size, overwrite, resi
     items, unmatched, directory_mode = plan
     mine = distributed.shard(items, rank, world)
     name = weights or default_weights_for(task)
-    model = load_model(name, device=dev)
+    model = load_model(name, device=dev, scan_backend=scan_backend)
     try:
         fuser = Fuser(model, task=task, device=dev, normalize=normalize, tile=tile, tile_overlap=tile_overlap,
                       max_pixels=pixels_budget, cuda_graphs=cuda_graphs, compiled=compiled)

@@ -16,15 +16,15 @@ from fusionmamba_cli.cli.common import (
     DeviceOpt,
     JsonOpt,
     ScanBackendOpt,
-    apply_scan_backend,
+    scan_backend_value,
     resolve_device,
     stdout,
 )
 from fusionmamba_cli.ops.selective_scan import available_backends, resolve_backend
 
 
-def collect_info(device: torch.device) -> dict:
-    """Everything `info` reports, as a plain dict."""
+def collect_info(device: torch.device, scan_backend: str | None = None) -> dict:
+    """Everything `info` reports, as a plain dict (`scan_backend`: the one asked for, None: the default)."""
     weights = []
     for entry in list_weights():
         where = locate(entry).where  # sha256-checked: bundled, cached, corrupt, remote-only, missing
@@ -37,7 +37,7 @@ def collect_info(device: torch.device) -> dict:
         "cuda_available": torch.cuda.is_available(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "device": str(device),
-        "scan_backend": resolve_backend(None, device),
+        "scan_backend": resolve_backend(scan_backend, device),
         "scan_backends_available": available_backends(device),
         "weights_dir": str(bundled_weights_dir()),
         "weights": weights,
@@ -46,8 +46,7 @@ def collect_info(device: torch.device) -> dict:
 
 def info_command(device: DeviceOpt = "auto", scan_backend: ScanBackendOpt = None, json_output: JsonOpt = False) -> None:
     """Show versions, the device and scan backend that would be used, and the available weights."""
-    apply_scan_backend(scan_backend)
-    data = collect_info(resolve_device(device))
+    data = collect_info(resolve_device(device), scan_backend_value(scan_backend))
     if json_output:
         typer.echo(json.dumps(data))
         return

@@ -140,17 +140,21 @@ class Fuser:
         max_pixels: int | None = None,
         cuda_graphs: bool = True,
         compiled: bool = False,
+        scan_backend: str | None = None,
     ) -> None:
         """`tile`: always tile images larger than this; else tile automatically above `max_pixels`
         (padded pixels per network call; None: `default_max_pixels`). `cuda_graphs`: on a GPU,
         replay one captured CUDA graph per input shape (see model/graphed.py). `compiled`: run the
-        network through torch.compile (model/compiled.py; minutes of compiling per input shape)."""
+        network through torch.compile (model/compiled.py; minutes of compiling per input shape).
+        `scan_backend`: force this selective-scan backend on the model (None: keep the model's)."""
         if normalize not in NORMALIZE_MODES:
             raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
         if tile is not None and tile < 1:
             raise ValueError(f"tile must be a positive size, got {tile}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
+        if scan_backend is not None:
+            self.model.set_scan_backend(scan_backend)
         self.forward = GraphedForward(CompiledForward(self.model, enabled=compiled), enabled=cuda_graphs)
         self.task = task if isinstance(task, Task) else get_task(task)
         self.normalize = normalize

@@ -1,7 +1,7 @@
 """Read and write images for fusion. Pixels leave here as float32 in [0, 1], (H, W) grey or
 (H, W, 3) RGB, with their bit depth remembered so 16-bit in gives 16-bit out.
 
-Writes are atomic: encode in memory, write a temp file beside the target, rename.
+Writes are atomic: encode in memory, then `atomic.write_bytes_atomic` (a temp file beside the target, renamed).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fusionmamba_cli.atomic import write_bytes_atomic
 from fusionmamba_cli.errors import ImageReadError, ImageWriteError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # what we read and write
@@ -241,45 +241,6 @@ def encode_image(pixels: np.ndarray, suffix: str, bit_depth: int = 8) -> bytes:
     if not ok:
         raise ImageWriteError(f"could not encode a {values.shape[1]}x{values.shape[0]} {suffix} image")
     return buffer.tobytes()
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp's 0600 is too private
-
-
-def _write_all(fd: int, payload: bytes | memoryview) -> None:
-    """The one low-level write (tests replace it to simulate a full disk)."""
-    view = memoryview(payload)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write `payload` to `path` via a temp file in the same folder and a rename: never half a file.
-
-    The temp file is `.<name>.<random>.part`; on any failure (disk full, interrupt) it is removed.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        try:
-            os.fchmod(fd, _FILE_MODE)
-            _write_all(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8) -> Path:

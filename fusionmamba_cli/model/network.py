@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,6 +15,7 @@ from fusionmamba_cli.model.dffm import DFFM, DVSSFusion
 from fusionmamba_cli.model.layers import PatchEmbed, PatchExpand, PatchMerging
 from fusionmamba_cli.model.ssm import ScanCore2D
 from fusionmamba_cli.model.two_scale import TwoScaleParams, two_scale_fusion
+from fusionmamba_cli.ops.selective_scan import check_backend_name
 
 
 class EncoderStage(nn.Module):
@@ -111,11 +115,28 @@ class FusionMamba(nn.Module):
         unused += [p for name, p in self.named_parameters() if ".Diff_enhance." in name]
         return unused
 
+    @property
+    def scan_backend(self) -> str | None:
+        """The scan backend forced on the network's SSMs (None: the dispatcher's default)."""
+        return next((m.scan_backend for m in self.modules() if isinstance(m, ScanCore2D)), None)
+
     def set_scan_backend(self, backend: str | None) -> None:
         """Force one scan backend for every SSM in the network (None: dispatcher's choice)."""
+        backend = None if backend is None else check_backend_name(backend)
         for module in self.modules():
             if isinstance(module, ScanCore2D):
                 module.scan_backend = backend
+
+    @contextmanager
+    def scan_backend_as(self, backend: str | None) -> Iterator[FusionMamba]:
+        """Run the block with `backend` forced (None: the dispatcher's default), then restore the
+        previous one. A CUDA graph captured before keeps the backend it captured."""
+        previous = self.scan_backend
+        self.set_scan_backend(backend)
+        try:
+            yield self
+        finally:
+            self.set_scan_backend(previous)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []

@@ -36,7 +36,7 @@ class ScanCore2D(nn.Module):
         self.A_logs = nn.Parameter(torch.empty(k * inner, n))
         self.Ds = nn.Parameter(torch.empty(k * inner))
         self.out_norm = nn.LayerNorm(inner)
-        self.scan_backend: str | None = None  # None: the dispatcher decides (argument > env > auto)
+        self.scan_backend: str | None = None  # None: the dispatcher's default ($FUSIONMAMBA_SCAN_BACKEND or auto)
         self.reset_scan_parameters()
 
     @torch.no_grad()

@@ -2,8 +2,11 @@
 
 Backends: ``reference`` (sequential oracle), ``torch`` (blocked pure PyTorch, any device),
 ``triton`` (our GPU kernel, no CUDA compilation), ``mamba_ssm`` (the compiled kernel, when installed).
-Choice: explicit argument > ``FUSIONMAMBA_SCAN_BACKEND`` > ``auto`` (mamba_ssm > triton on CUDA,
-torch elsewhere). A forced backend that cannot run here falls back with one warning, never a crash.
+Choice: explicit argument (``backend=``; the model passes its modules' ``scan_backend``) >
+``FUSIONMAMBA_SCAN_BACKEND`` (read once, the process's default) > ``auto`` (mamba_ssm > triton on
+CUDA, torch elsewhere). A forced backend that cannot run here falls back with one warning, never a
+crash. On the meta device the scan only propagates shapes; `observe_scans` lets a caller see every
+call's shape (the FLOP count uses both).
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +25,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "FUSIONMAMBA_SCAN_BACKEND"
-BACKEND_NAMES = ("auto", "reference", "torch", "triton", "mamba_ssm")
 
 ScanFn = Callable[..., torch.Tensor]
 
@@ -40,8 +44,43 @@ _BACKENDS: dict[str, _Backend] = {
     "triton": _Backend("fusionmamba_cli.ops.scan_triton", "selective_scan_triton", True),
     "mamba_ssm": _Backend("fusionmamba_cli.ops.scan_mamba_ssm", "selective_scan_mamba_ssm", True),
 }
+# every name a caller may ask for: the library's one list (the CLI's --scan-backend choices derive from it)
+BACKEND_NAMES = ("auto", *_BACKENDS)
 _loaded: dict[str, ScanFn | None] = {}
 _warned: set[str] = set()
+_env_default: list[str] = []  # FUSIONMAMBA_SCAN_BACKEND as read at the first need (at most one item)
+
+
+@dataclass(frozen=True)
+class ScanCall:
+    """The shape of one selective-scan call, as `observe_scans` observers see it."""
+
+    batch: int
+    channels: int  # K*D
+    d_state: int  # N
+    length: int  # L
+    has_d: bool
+    device: torch.device
+
+
+ScanObserver = Callable[[ScanCall], None]
+_observers: tuple[ScanObserver, ...] = ()  # a tuple swapped whole: calls read it without a lock
+_observers_lock = threading.Lock()
+
+
+@contextmanager
+def observe_scans(observer: ScanObserver) -> Iterator[None]:
+    """Call `observer` with the shape of every selective scan run inside the block (any thread)."""
+    global _observers
+    with _observers_lock:
+        _observers = (*_observers, observer)
+    try:
+        yield
+    finally:
+        with _observers_lock:
+            remaining = list(_observers)
+            remaining.remove(observer)
+            _observers = tuple(remaining)
 
 
 def _load(name: str) -> ScanFn | None:
@@ -80,11 +119,24 @@ def _auto(device: torch.device) -> str:
     return "torch"
 
 
+def check_backend_name(name: str) -> str:
+    """`name` normalised (stripped, lower case); ValueError unless it is one of BACKEND_NAMES."""
+    normalised = name.strip().lower()
+    if normalised not in BACKEND_NAMES:
+        raise ValueError(f"unknown scan backend {normalised!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    return normalised
+
+
+def default_backend() -> str:
+    """The process's default: FUSIONMAMBA_SCAN_BACKEND, read once at the first need, else "auto"."""
+    if not _env_default:
+        _env_default.append(os.environ.get(ENV_VAR) or "auto")
+    return _env_default[0]
+
+
 def resolve_backend(backend: str | None = None, device: torch.device | str = "cpu") -> str:
-    """Pick the backend name: argument > environment variable > auto; fall back with one warning."""
-    requested = (backend or os.environ.get(ENV_VAR) or "auto").strip().lower()
-    if requested not in BACKEND_NAMES:
-        raise ValueError(f"unknown scan backend {requested!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    """Pick the backend name: argument > the default (environment variable) > auto; fall back with one warning."""
+    requested = check_backend_name(backend or default_backend())
     dev = torch.device(device)
     if requested == "auto":
         return _auto(dev)
@@ -118,6 +170,12 @@ def selective_scan(
 
     u, delta (batch, K*D, L); A (K*D, N); B, C (batch, K, N, L); D, delta_bias (K*D,).
     """
+    if _observers:
+        call = ScanCall(u.shape[0], u.shape[1], A.shape[1], u.shape[-1], D is not None, u.device)
+        for observer in _observers:
+            observer(call)
+    if u.device.type == "meta":  # shapes only: no backend computes on meta tensors
+        return torch.empty_like(u)
     name = resolve_backend(backend, u.device)
     fn = _load(name)
     assert fn is not None  # resolve_backend only returns loadable backends

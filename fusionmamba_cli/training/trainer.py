@@ -21,9 +21,9 @@ import torch.distributed as dist
 
 from fusionmamba_cli import distributed
 from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
-from fusionmamba_cli.checkpoints.registry import resolve_weights
+from fusionmamba_cli.checkpoints.resolve import resolve_weights
 from fusionmamba_cli.errors import FusionMambaError, is_out_of_memory
-from fusionmamba_cli.imaging.io import write_bytes_atomic
+from fusionmamba_cli.atomic import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, get_preset
 from fusionmamba_cli.model.compiled import CompiledForward
 from fusionmamba_cli.model.two_scale import TwoScaleParams
@@ -204,8 +204,6 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     checkpoint_path = out / CHECKPOINT_NAME
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
-    if config.scan_backend:
-        os.environ["FUSIONMAMBA_SCAN_BACKEND"] = config.scan_backend
     pairs = load_pairs(Path(config.data), config.tasks, "train")
     pairs, holdout = split_holdout(pairs, config.holdout_every)
     if config.val_split == HOLDOUT_SPLIT:
@@ -217,6 +215,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
 
     model = _build(config).to(device).train()
     objective = _objective(config, model)
+    model.set_scan_backend(config.scan_backend or None)  # None: the dispatcher's default
     for param in model.unused_parameters():  # never get a gradient; DDP requires them frozen
         param.requires_grad_(False)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)

@@ -192,9 +192,9 @@ class WeightsDir:
         buffer = io.StringIO()
         json.dump(manifest, buffer, indent=1)
         (self.path / "manifest.json").write_text(buffer.getvalue())
-        from fusionmamba_cli.checkpoints import registry
+        from fusionmamba_cli.checkpoints import manifest as manifest_module
 
-        registry._load_manifest_cached.cache_clear()  # a rewrite within the clock's tick keeps the mtime
+        manifest_module._load_manifest_cached.cache_clear()  # a rewrite within the clock's tick keeps the mtime
 
 
 @pytest.fixture

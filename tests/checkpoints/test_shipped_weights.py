@@ -10,7 +10,7 @@ import pytest
 
 from fusionmamba_cli import load_model
 from fusionmamba_cli.checkpoints import bundled_weights_dir, default_weights_for
-from fusionmamba_cli.checkpoints.registry import sha256_of
+from fusionmamba_cli.checkpoints.manifest import sha256_of
 from fusionmamba_cli.fusion import fuse_images
 from fusionmamba_cli.tasks import TASK_NAMES
 from tests.conftest import smooth_image

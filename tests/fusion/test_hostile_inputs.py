@@ -356,9 +356,9 @@ def _pairs(tmp_path: Path, count: int, size=(24, 32)) -> tuple[Path, Path]:
 def _interrupt_third_write(monkeypatch, keep, then) -> None:
     """Make the 3rd image write put `keep(payload)` bytes on disk, then call `then()` (which raises
     or signals) before the rest is written; every other write goes through."""
-    from fusionmamba_cli.imaging import io as image_io
+    from fusionmamba_cli import atomic
 
-    real_write = image_io._write_all
+    real_write = atomic._write_all
     calls = []
 
     def write(fd, payload):
@@ -368,16 +368,16 @@ def _interrupt_third_write(monkeypatch, keep, then) -> None:
             then()
         real_write(fd, payload)
 
-    monkeypatch.setattr(image_io, "_write_all", write)
+    monkeypatch.setattr(atomic, "_write_all", write)
 
 
 def test_disk_full_mid_batch(tmp_path, capsys, micro_weights, monkeypatch):
     """ENOSPC on the 3rd write (after half of it reached the disk): that pair fails with one line,
     the batch goes on, no partial or temp file remains."""
-    from fusionmamba_cli.imaging import io as image_io
+    from fusionmamba_cli import atomic
 
     first, second = _pairs(tmp_path, 5)
-    real_write = image_io._write_all
+    real_write = atomic._write_all
 
     def disk_full():
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -392,14 +392,14 @@ def test_disk_full_mid_batch(tmp_path, capsys, micro_weights, monkeypatch):
     assert temp_files(tmp_path) == []
     assert "4 fused, 0 skipped (exist), 1 failed" in result.err
     # resuming once there is space again writes only the missing pair
-    monkeypatch.setattr(image_io, "_write_all", real_write)
+    monkeypatch.setattr(atomic, "_write_all", real_write)
     again = run_cli(capsys, "fuse", first, second, "-o", out, "-w", micro_weights, "--device", "cpu")
     assert again.code == 0 and "1 fused, 4 skipped (exist), 0 failed" in again.err
 
 
 def test_rename_failure_leaves_nothing(tmp_path, capsys, micro_weights, monkeypatch):
     """A failure at the final rename (e.g. the folder turned read-only mid-batch) removes the temp file."""
-    from fusionmamba_cli.imaging import io as image_io
+    from fusionmamba_cli import atomic
 
     first, second = _pairs(tmp_path, 3)
     real_replace = os.replace
@@ -409,7 +409,7 @@ def test_rename_failure_leaves_nothing(tmp_path, capsys, micro_weights, monkeypa
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         return real_replace(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(image_io.os, "replace", replace)
+    monkeypatch.setattr(atomic.os, "replace", replace)
     out = tmp_path / "out"
     result = run_cli(capsys, "fuse", first, second, "-o", out, "-w", micro_weights, "--device", "cpu")
     assert result.code == 1 and len(result.error_lines) == 1

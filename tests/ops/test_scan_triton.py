@@ -21,22 +21,27 @@ triton = pytest.importorskip("triton", reason="triton is not installed; the Trit
 
 from fusionmamba_cli.ops import scan_triton as st  # noqa: E402
 from fusionmamba_cli.ops.scan_reference import selective_scan_ref  # noqa: E402
+from fusionmamba_cli.ops.scan_triton import forward as scan_forward  # noqa: E402
 
 if not _CUDA and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
     pytest.skip("no CUDA and TRITON_INTERPRET is disabled: nothing can run the Triton kernels",
                 allow_module_level=True)
-if not _CUDA and not isinstance(st._scan_fwd_kernel, triton.runtime.interpreter.InterpretedFunction):
-    st = importlib.reload(st)  # imported earlier without the interpreter: redefine the kernels
+if not _CUDA and not isinstance(scan_forward._scan_fwd_kernel, triton.runtime.interpreter.InterpretedFunction):
+    # imported earlier without the interpreter: redefine the kernels, every module of the package
+    # in import order (each binds the names of the ones before it)
+    for _name in ("common", "launch", "forward", "backward_statewise", "backward_tiled", "interface"):
+        importlib.reload(importlib.import_module(f"fusionmamba_cli.ops.scan_triton.{_name}"))
+    st = importlib.reload(st)
+
+from fusionmamba_cli.ops.scan_triton import launch  # noqa: E402
 
 DEVICE = "cuda" if _CUDA else "cpu"
 NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
 
-@pytest.fixture(autouse=True)
-def tiled_backward_unless_chosen(monkeypatch):
-    """Most tests here are the tiled backward's (their chunk and block_d are its knobs): they name it.
-    The statewise tests select theirs; the default ("auto") has its own tests."""
-    monkeypatch.setitem(st._TUNING, "bwd_impl", "tiled")
+def statewise_tile(monkeypatch, tile):
+    """Make the statewise backward use tiles of `tile` steps (several tiles per short sequence)."""
+    monkeypatch.setattr(launch, "STATEWISE_TILE_RULES", ((float("inf"), tile),))
 
 
 def make_inputs(batch=2, groups=4, per_group=4, n_state=16, length=37, *, dt_scale=0.5, a_max=5.0,
@@ -82,10 +87,13 @@ def assert_close(actual, expected, name, rtol, atol_rel):
     assert worst <= 0, f"{name}: max abs err {err.max().item():.3e} (scale {scale:.3e}) exceeds tolerance"
 
 
-def check(inputs, *, softplus=True, chunk=16, block_d=None, rtol=1e-4, atol_rel=1e-5, grads=True):
+def check(inputs, *, softplus=True, chunk=16, block_d=None, rtol=1e-4, atol_rel=1e-5, grads=True, backward="tiled"):
+    """Forward and every gradient against the fp64 reference. Most tests here are the tiled
+    backward's (their chunk and block_d are its knobs); the statewise ones pass `backward`."""
     leaves = {k: (None if v is None else v.detach().clone().requires_grad_(grads)) for k, v in inputs.items()}
     y = st.selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
-                                 leaves["D"], leaves["delta_bias"], softplus, chunk=chunk, block_d=block_d)
+                                 leaves["D"], leaves["delta_bias"], softplus, chunk=chunk, block_d=block_d,
+                                 backward=backward)
     assert y.dtype == inputs["u"].dtype and y.shape == inputs["u"].shape
     y_ref, ref_leaves = reference(inputs, softplus)
     assert_close(y, y_ref, "y", rtol, atol_rel)
@@ -171,29 +179,17 @@ def test_large_chunks(chunk, length):
     check(make_inputs(batch=2, groups=1, per_group=2, n_state=4, length=length, seed=14), chunk=chunk, block_d=2)
 
 
-@pytest.mark.parametrize("bwd_prefetch", [True, "fwd", "early", False])
 @pytest.mark.parametrize("block_d", [1, 3])
-def test_bwd_prefetch(bwd_prefetch, block_d, monkeypatch):
-    # the backward's prefetch at every level: the next (tile, channel) iteration's inputs are loaded
-    # ahead, wrapping from the block's last channel to the previous tile's first; block_d = 3 (odd,
-    # not a power of two) and N = 5 (masked), four tiles with a ragged last one
-    monkeypatch.setitem(st._TUNING, "bwd_prefetch", bwd_prefetch)
+def test_bwd_prefetch(block_d):
+    # the backward's prefetch: the next (tile, channel) iteration's inputs are loaded ahead,
+    # wrapping from the block's last channel to the previous tile's first; block_d = 3 (odd, not a
+    # power of two) and N = 5 (masked), four tiles with a ragged last one
     check(make_inputs(batch=2, groups=1, per_group=3, n_state=5, length=27, seed=15), chunk=8, block_d=block_d)
 
 
-def test_bwd_knob_parsing(monkeypatch):
-    # bwd_warps: a dict by chunk or one int for every chunk; bwd_prefetch: bool, name or level
-    monkeypatch.setitem(st._TUNING, "bwd_warps", {128: 4, 512: 8})
-    assert st._bwd_warps(128) == 4 and st._bwd_warps(512) == 8 and st._bwd_warps(32) == 4
-    monkeypatch.setitem(st._TUNING, "bwd_warps", 2)
-    assert st._bwd_warps(128) == 2 and st._bwd_warps(512) == 2
-    for value, level in ((True, 3), (False, 0), (None, 0), ("all", 3), ("fwd", 2), ("early", 1), ("none", 0),
-                         (2, 2)):
-        monkeypatch.setitem(st._TUNING, "bwd_prefetch", value)
-        assert st._bwd_prefetch_level() == level, value
-    monkeypatch.setitem(st._TUNING, "bwd_prefetch", "sometimes")
-    with pytest.raises(ValueError, match="bwd_prefetch"):
-        st._bwd_prefetch_level()
+def test_tiled_warps():
+    # warps of the tiled backward by chunk, 4 for a chunk without its own entry
+    assert launch.tiled_warps(128) == 4 and launch.tiled_warps(512) == 8 and launch.tiled_warps(48) == 4
 
 
 def test_default_chunk_forward_only():
@@ -203,8 +199,8 @@ def test_default_chunk_forward_only():
 
 def test_inference_tile_heuristic():
     # no gradient and no explicit chunk: the tile comes from the programs-per-SM rules
-    assert st._infer_config(256, torch.device("cpu")) == (256, 4)  # 132 SMs assumed on CPU
-    assert st._infer_config(16 * 768, torch.device("cpu")) == (64, 1)
+    assert launch.infer_config(256, torch.device("cpu")) == (256, 4)  # 132 SMs assumed on CPU
+    assert launch.infer_config(16 * 768, torch.device("cpu")) == (64, 1)
     inputs = make_inputs(batch=1, per_group=1, n_state=4, length=10, seed=12)
     check(inputs, chunk=None, grads=False)
 
@@ -212,7 +208,7 @@ def test_inference_tile_heuristic():
 def test_no_grad_mode_saves_no_states(monkeypatch):
     # parameters that require grad, but inference under torch.no_grad(): the gradient-free path
     seen = []
-    monkeypatch.setattr(st, "_infer_config", lambda programs, device: seen.append(programs) or (16, 1))
+    monkeypatch.setattr(launch, "infer_config", lambda programs, device: seen.append(programs) or (16, 1))
     inputs = make_inputs(length=20, groups=2, per_group=1, n_state=4, seed=13)
     A = inputs["A"].clone().requires_grad_(True)
     with torch.no_grad():
@@ -224,13 +220,12 @@ def test_no_grad_mode_saves_no_states(monkeypatch):
 
 @pytest.mark.parametrize("impl", ["tiled", "statewise"])
 def test_partial_requires_grad(impl, monkeypatch):
-    monkeypatch.setitem(st._TUNING, "bwd_impl", impl)
-    monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
+    statewise_tile(monkeypatch, 16)
     inputs = make_inputs(length=20 if impl == "statewise" else 12, per_group=2, seed=8)
     u = inputs["u"].clone().requires_grad_(True)
     B = inputs["B"].clone().requires_grad_(True)
     y = st.selective_scan_triton(u, inputs["delta"], inputs["A"], B, inputs["C"], inputs["D"],
-                                 inputs["delta_bias"], chunk=8)
+                                 inputs["delta_bias"], chunk=8, backward=impl)
     y.sum().backward()
     y_ref, ref = reference(inputs)
     y_ref.sum().backward()
@@ -241,7 +236,8 @@ def test_partial_requires_grad(impl, monkeypatch):
 def test_block_d_must_divide_group():
     inputs = make_inputs(length=4, per_group=2, seed=9)
     u = inputs["u"].clone().requires_grad_(True)
-    y = st.selective_scan_triton(u, inputs["delta"], inputs["A"], inputs["B"], inputs["C"], chunk=4, block_d=3)
+    y = st.selective_scan_triton(u, inputs["delta"], inputs["A"], inputs["B"], inputs["C"], chunk=4, block_d=3,
+                                 backward="tiled")
     with pytest.raises(ValueError, match="block_d"):
         y.sum().backward()
 
@@ -249,13 +245,13 @@ def test_block_d_must_divide_group():
 def test_choose_block_d():
     dev = torch.device("cpu")  # 132 SMs assumed without CUDA
     # few channels: one channel per program
-    assert st._choose_block_d(1, 256, 64, 16, 1024, dev) == 1
+    assert launch.choose_block_d(1, 256, 64, 16, 1024, dev) == 1
     # many programs: several channels each, always dividing the group, enough programs per SM
-    bd = st._choose_block_d(16, 768, 192, 16, 1024, dev)
-    assert bd > 1 and 192 % bd == 0 and 16 * 768 // bd >= st._TUNING["programs_per_sm"] * 132
+    bd = launch.choose_block_d(16, 768, 192, 16, 1024, dev)
+    assert bd > 1 and 192 % bd == 0 and 16 * 768 // bd >= launch.PROGRAMS_PER_SM * 132
     # memory budget for the dB/dC partials respected when possible
-    bd = st._choose_block_d(16, 768, 192, 16, 16384, dev)
-    assert 2 * 16 * (768 // bd) * 16 * 16384 * 4 <= st._PARTIAL_BUDGET_BYTES
+    bd = launch.choose_block_d(16, 768, 192, 16, 16384, dev)
+    assert 2 * 16 * (768 // bd) * 16 * 16384 * 4 <= launch.PARTIAL_BUDGET_BYTES
 
 
 @pytest.mark.skipif(not _CUDA, reason="the dispatcher only routes CUDA tensors to the triton backend")
@@ -270,48 +266,38 @@ def test_dispatcher_routes_to_triton():
     assert_close(y, y_ref, "y", 1e-4, 1e-5)
 
 
-@pytest.mark.parametrize("knob", [{"prefetch": False}, {"deterministic": False}, {"infer_tile": 16},
-                                  {"fwd_vec": False, "bwd_vec": False}, {"exact_prev": False},
-                                  {"deterministic": False, "bwd_prefetch": False},
-                                  {"fwd_vec": False, "bwd_vec": False, "bwd_prefetch": False},
-                                  {"exact_prev": False, "bwd_prefetch": False}])
-def test_kernel_variants(knob, monkeypatch):
-    # the non-prefetching forward, the atomic (non-deterministic) dB/dC reduction, another forward
-    # tile, and B/C row strides hidden from the compiler (other register layouts on GPU); the
-    # backward variants with and without its prefetch (bwd_prefetch True by default)
-    for key, value in knob.items():
-        monkeypatch.setitem(st._TUNING, key, value)
-    inputs = make_inputs(length=21, per_group=2, seed=11)
-    if "infer_tile" in knob:
-        check(inputs, chunk=None, grads=False)
-    else:
-        check(inputs, chunk=8, block_d=1)
+def forward_tile(monkeypatch, tile):
+    """Make the forward without an explicit chunk walk tiles of `tile` steps (its warps as shipped)."""
+    monkeypatch.setattr(launch, "infer_config", lambda programs, device: (tile, launch.forward_warps(tile)))
 
 
-# ---- the statewise backward (_TUNING["bwd_impl"] = "statewise") ---------------------------------
+def test_inference_forward_other_tile(monkeypatch):
+    # the gradient-free forward at a tile the programs-per-SM rules do not pick here
+    forward_tile(monkeypatch, 16)
+    check(make_inputs(length=21, per_group=2, seed=11), chunk=None, grads=False)
 
 
-@pytest.fixture(params=[True, False], ids=["prefetch", "no_prefetch"])
-def statewise(request, monkeypatch):
-    """Select the statewise backward with a small tile (several tiles per sequence), with and
-    without the B/C prefetch. The interpreter checks the `reverse=True` scan as the interpreter
-    implements it; GPU runs of this file check the GPU's."""
-    monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
-    monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
-    monkeypatch.setitem(st._TUNING, "statewise_prefetch", request.param)
-    return request.param
+# ---- the statewise backward (backward="statewise") ----------------------------------------------
 
 
-def test_auto_backward_is_statewise_unless_deterministic(monkeypatch):
-    monkeypatch.setitem(st._TUNING, "bwd_impl", "auto")
-    assert st._bwd_impl() == "statewise"
+@pytest.fixture
+def statewise(monkeypatch):
+    """Select the statewise backward with a small tile (several tiles per sequence). The
+    interpreter checks the `reverse=True` scan as the interpreter implements it; GPU runs of this
+    file check the GPU's."""
+    statewise_tile(monkeypatch, 16)
+    return "statewise"
+
+
+def test_auto_backward_is_statewise_unless_deterministic():
+    assert launch.backward_impl("auto") == "statewise"
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        assert st._bwd_impl() == "tiled"
+        assert launch.backward_impl("auto") == "tiled"
     finally:
         torch.use_deterministic_algorithms(previous)
-    assert st._bwd_impl() == "statewise"
+    assert launch.backward_impl("auto") == "statewise"
 
 
 @pytest.mark.parametrize("infer_tile, length", [(None, 45), (16, 150)])
@@ -319,104 +305,85 @@ def test_auto_backward_gradients(infer_tile, length, monkeypatch):
     # the shipped defaults end to end, every gradient checked. L = 45: statewise tile capped at 64,
     # the forward's tile from the programs-per-SM rules (256) capped at it too. L = 150 with a
     # forward tile of 16: tiles of 64 for the backward, a state saved every fourth forward tile
-    monkeypatch.setitem(st._TUNING, "bwd_impl", "auto")
-    monkeypatch.setitem(st._TUNING, "infer_tile", infer_tile)
-    monkeypatch.setitem(st._TUNING, "statewise_tile", 64)
+    if infer_tile:
+        forward_tile(monkeypatch, infer_tile)
+    statewise_tile(monkeypatch, 64)
     inputs = make_inputs(batch=1, groups=2, per_group=2, n_state=4, length=length, seed=30)
-    check(inputs, chunk=None)
+    check(inputs, chunk=None, backward="auto")
 
 
 def test_statewise_ragged_groups_batch(statewise):
     # L = 37: tiles of 16, 16 and a ragged 5 (walked last to first); batch 2, K = 3 groups of 2
     # channels sharing B/C (atomic dB/dC); N = 5 (not a power of two); D and delta_bias
-    check(make_inputs(batch=2, groups=3, per_group=2, n_state=5, length=37, seed=20), chunk=8)
+    check(make_inputs(batch=2, groups=3, per_group=2, n_state=5, length=37, seed=20), chunk=8, backward=statewise)
 
 
 def test_statewise_single_step(statewise):
-    check(make_inputs(batch=2, groups=2, per_group=2, n_state=5, length=1, seed=21), chunk=8)
+    check(make_inputs(batch=2, groups=2, per_group=2, n_state=5, length=1, seed=21), chunk=8, backward=statewise)
 
 
 def test_statewise_no_d_no_bias(statewise, monkeypatch):
     # tile 32, L = 70: two full tiles and a ragged one; the forward keeps tiles of 8 and saves
     # every fourth state
-    monkeypatch.setitem(st._TUNING, "statewise_tile", 32)
+    statewise_tile(monkeypatch, 32)
     check(make_inputs(batch=1, groups=2, per_group=3, n_state=4, length=70, with_d=False, with_bias=False,
-                      seed=22), chunk=8)
+                      seed=22), chunk=8, backward=statewise)
 
 
 def test_statewise_large_steps_and_strong_decay(statewise):
     # delta ~ 10 after the softplus, A down to -50: exp(dt*A) underflows to 0 within one step
     inputs = make_inputs(batch=1, groups=2, per_group=2, n_state=5, length=40, delta_shift=8.0, dt_scale=2.0,
                          a_max=50.0, seed=23)
-    check(inputs, chunk=16)
+    check(inputs, chunk=16, backward=statewise)
 
 
 def test_statewise_without_softplus(statewise):
     inputs = make_inputs(batch=1, groups=2, per_group=2, n_state=3, length=21, seed=24)
     inputs["delta"] = inputs["delta"].abs() * 0.3
-    check(inputs, softplus=False, chunk=8)
+    check(inputs, softplus=False, chunk=8, backward=statewise)
 
 
 @pytest.mark.parametrize("chunk", [4, 32])
-def test_statewise_forward_tile_vs_chunk(chunk, monkeypatch):
+def test_statewise_forward_tile_vs_chunk(chunk, statewise):
     # chunk < statewise tile: the forward walks tiles of `chunk` and saves every 16/chunk-th state;
     # chunk > statewise tile: the forward's tile shrinks to the statewise tile
-    monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
-    monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
-    check(make_inputs(batch=1, groups=1, per_group=2, n_state=5, length=35, seed=25), chunk=chunk)
+    check(make_inputs(batch=1, groups=1, per_group=2, n_state=5, length=35, seed=25), chunk=chunk, backward=statewise)
 
 
-def test_statewise_half_precision(monkeypatch):
-    monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
-    monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
+def test_statewise_half_precision(statewise):
     inputs = make_inputs(batch=1, groups=2, per_group=2, n_state=4, length=20, dtype=torch.bfloat16, seed=26)
-    check(inputs, chunk=8, rtol=3e-2, atol_rel=1e-2)
+    check(inputs, chunk=8, rtol=3e-2, atol_rel=1e-2, backward=statewise)
 
 
-def test_statewise_saved_states_stride(monkeypatch):
+def test_statewise_saved_states_stride(statewise):
     # the forward with tiles of 4 saving every fourth state gives the states the forward with
     # tiles of 16 saves at every tile; the saved tensor is O(L / statewise tile)
     inputs = make_inputs(batch=2, groups=1, per_group=2, n_state=5, length=37, seed=28)
     A = inputs["A"].clone().requires_grad_(True)
 
-    def saved_states(chunk):
+    def saved_states(chunk, backward):
         y = st.selective_scan_triton(inputs["u"], inputs["delta"], A, inputs["B"], inputs["C"], inputs["D"],
-                                     inputs["delta_bias"], chunk=chunk)
+                                     inputs["delta_bias"], chunk=chunk, backward=backward)
         return y.grad_fn.saved_tensors[7]
 
-    monkeypatch.setitem(st._TUNING, "bwd_impl", "statewise")
-    monkeypatch.setitem(st._TUNING, "statewise_tile", 16)
-    strided = saved_states(4)
-    monkeypatch.setitem(st._TUNING, "bwd_impl", "tiled")
-    tiled = saved_states(16)
+    strided = saved_states(4, statewise)
+    tiled = saved_states(16, "tiled")
     assert strided.shape == tiled.shape == (2, 2, 3, 5)
     assert_close(strided, tiled, "states", 1e-5, 1e-6)
 
 
-def test_statewise_knobs(monkeypatch):
-    # the tile: an int or rules by programs per SM, capped at max(16, next power of two >= L);
-    # warps an int or a dict by tile
-    monkeypatch.setitem(st._TUNING, "statewise_tile", 1024)
-    assert st._statewise_tile(16384, 2.0) == 1024 and st._statewise_tile(1000, 2.0) == 1024
-    assert st._statewise_tile(300, 2.0) == 512 and st._statewise_tile(1, 2.0) == 16
-    monkeypatch.setitem(st._TUNING, "statewise_tile", 8)
-    assert st._statewise_tile(100, 2.0) == 8
-    monkeypatch.setitem(st._TUNING, "statewise_tile", ((8, 1024), (float("inf"), 512)))
-    assert st._statewise_tile(16384, 1.9) == 1024 and st._statewise_tile(16384, 93.0) == 512
-    assert st._statewise_tile(300, 1.9) == 512 and st._statewise_tile(100, 93.0) == 128
-    monkeypatch.setitem(st._TUNING, "statewise_tile", 1000)
-    with pytest.raises(ValueError, match="power of two"):
-        st._statewise_tile(4096, 2.0)
-    monkeypatch.setitem(st._TUNING, "statewise_warps", {1024: 4, 2048: 8})
-    assert st._statewise_warps(2048) == 8 and st._statewise_warps(512) == 4
-    monkeypatch.setitem(st._TUNING, "statewise_warps", 8)
-    assert st._statewise_warps(1024) == 8
-    assert st._statewise_warps(64) == 2 and st._statewise_warps(16) == 1  # at most tile / 32
-    monkeypatch.setitem(st._TUNING, "bwd_impl", "fast")
+def test_statewise_launch_rules():
+    # the tile: 1024 with at most 2 programs per SM, else 512, capped at max(16, next power of two
+    # >= L); warps 4, at most tile / 32; an unknown backward is refused
+    assert launch.statewise_tile(16384, 1.9) == 1024 and launch.statewise_tile(16384, 93.0) == 512
+    assert launch.statewise_tile(1000, 2.0) == 1024 and launch.statewise_tile(300, 1.9) == 512
+    assert launch.statewise_tile(100, 93.0) == 128 and launch.statewise_tile(1, 2.0) == 16
+    assert launch.statewise_warps(1024) == 4 and launch.statewise_warps(512) == 4
+    assert launch.statewise_warps(64) == 2 and launch.statewise_warps(16) == 1  # at most tile / 32
     inputs = make_inputs(batch=1, groups=1, per_group=1, n_state=2, length=4, seed=29)
     u = inputs["u"].clone().requires_grad_(True)
-    with pytest.raises(ValueError, match="bwd_impl"):
-        st.selective_scan_triton(u, inputs["delta"], inputs["A"], inputs["B"], inputs["C"], chunk=4)
+    with pytest.raises(ValueError, match="backward"):
+        st.selective_scan_triton(u, inputs["delta"], inputs["A"], inputs["B"], inputs["C"], chunk=4, backward="fast")
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -425,7 +392,7 @@ def test_statewise_per_channel_gradients_are_contiguous(batch, statewise):
     # summed over the batch by torch): contiguous views, so accumulating them copies nothing
     inputs = make_inputs(batch=batch, groups=2, per_group=2, n_state=5, length=20, seed=31)
     leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
-    y = st.selective_scan_triton(*(leaves[k] for k in NAMES))
+    y = st.selective_scan_triton(*(leaves[k] for k in NAMES), backward=statewise)
     grads = torch.autograd.grad(y.sum(), [leaves["A"], leaves["D"], leaves["delta_bias"]])
     assert all(g.is_contiguous() for g in grads)
     y_ref, ref = reference(inputs)
@@ -439,6 +406,6 @@ def test_statewise_dB_dC_do_not_share_storage(statewise):
     # made Inductor (torch.compile) compute wrong gradients on a GPU
     inputs = make_inputs(batch=1, groups=2, per_group=2, n_state=4, length=20, seed=32)
     leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
-    y = st.selective_scan_triton(*(leaves[k] for k in NAMES))
+    y = st.selective_scan_triton(*(leaves[k] for k in NAMES), backward=statewise)
     dB, dC = torch.autograd.grad(y.sum(), [leaves["B"], leaves["C"]])
     assert dB.untyped_storage().data_ptr() != dC.untyped_storage().data_ptr()

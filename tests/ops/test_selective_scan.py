@@ -4,6 +4,8 @@ large steps; and the backend dispatcher's choices."""
 from __future__ import annotations
 
 import importlib
+import json
+import os
 
 import pytest
 import torch
@@ -126,3 +128,63 @@ def test_backend_that_fails_at_run_time_falls_back_once(monkeypatch):
     second = selective_scan(*args[:6], delta_bias=args[6], backend="triton")
     assert calls == [1]
     assert torch.allclose(first, selective_scan_ref(*args), rtol=1e-5, atol=1e-6) and torch.equal(first, second)
+
+
+def test_environment_variable_is_read_once(monkeypatch):
+    """FUSIONMAMBA_SCAN_BACKEND is the process's default, read at the first need; the backend then
+    travels as an argument, never through the environment."""
+    monkeypatch.setenv("FUSIONMAMBA_SCAN_BACKEND", "reference")
+    assert resolve_backend(None, "cpu") == "reference"
+    monkeypatch.setenv("FUSIONMAMBA_SCAN_BACKEND", "torch")
+    assert resolve_backend(None, "cpu") == "reference"
+    assert resolve_backend("torch", "cpu") == "torch"
+
+
+def test_backend_names_are_the_registered_backends():
+    dispatch = importlib.import_module("fusionmamba_cli.ops.selective_scan")
+    assert dispatch.BACKEND_NAMES == ("auto", *dispatch._BACKENDS)
+    assert dispatch.check_backend_name(" Torch ") == "torch"
+    with pytest.raises(ValueError, match="unknown scan backend"):
+        dispatch.check_backend_name("cuda-magic")
+
+
+def test_observers_see_every_call_and_meta_tensors_propagate_shapes():
+    dispatch = importlib.import_module("fusionmamba_cli.ops.selective_scan")
+    args = _inputs(9, dtype=torch.float32)
+    meta = [t.to("meta") for t in args]
+    seen = []
+    with dispatch.observe_scans(seen.append):
+        y = selective_scan(*meta[:6], delta_bias=meta[6])
+        selective_scan(*args[:5], None, delta_bias=args[6], backend="torch")
+    selective_scan(*args[:6], delta_bias=args[6], backend="torch")  # after the block: not seen
+    assert y.device.type == "meta" and y.shape == args[0].shape and y.dtype == args[0].dtype
+    assert [(c.batch, c.channels, c.d_state, c.length, c.has_d, c.device.type) for c in seen] == [
+        (2, 12, 16, 9, True, "meta"), (2, 12, 16, 9, False, "cpu")]
+    assert dispatch._observers == ()
+
+
+def test_model_backend_is_an_argument_and_a_context(micro_weights):
+    """load_model / Fuser take the backend; the model's context manager forces one for a block."""
+    from fusionmamba_cli import load_model
+    from fusionmamba_cli.fusion.pipeline import Fuser
+
+    before = dict(os.environ)
+    model = load_model(micro_weights, scan_backend="reference")
+    assert model.scan_backend == "reference"
+    assert Fuser(load_model(micro_weights), scan_backend="torch").model.scan_backend == "torch"
+    with model.scan_backend_as("torch"):
+        assert model.scan_backend == "torch"
+    assert model.scan_backend == "reference"
+    with pytest.raises(ValueError, match="unknown scan backend"):
+        model.set_scan_backend("cuda-magic")
+    assert dict(os.environ) == before
+
+
+def test_cli_scan_backend_is_passed_not_written_to_the_environment(capsys, monkeypatch):
+    from tests.cli.helpers import run_cli
+
+    monkeypatch.delenv("FUSIONMAMBA_SCAN_BACKEND", raising=False)
+    before = dict(os.environ)
+    result = run_cli(capsys, "info", "--json", "--device", "cpu", "--scan-backend", "reference")
+    assert result.code == 0 and json.loads(result.out)["scan_backend"] == "reference"
+    assert dict(os.environ) == before

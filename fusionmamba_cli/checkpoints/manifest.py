@@ -1,7 +1,7 @@
-"""Named weights: the manifest (`weights/manifest.json`), the bundled files, name resolution.
+"""Named weights: the manifest (`weights/manifest.json`), the bundled weights folder, sha256 checks.
 
-`--weights NAME` looks in the bundled weights first, then the Hugging Face download cache;
-`--weights PATH` takes a file. Every named file is checked against the manifest's sha256.
+Every named file is checked against the manifest's sha256 before it is used (`verify_file`).
+Resolving a name to a file is `resolve.py`'s; downloading it, `hub.py`'s.
 """
 
 from __future__ import annotations
@@ -110,26 +110,3 @@ def verify_file(path: Path, entry: WeightsEntry) -> Path:
     if actual != entry.sha256:
         raise WeightsFormatError(f"{path}: sha256 {actual[:12]}... does not match the manifest's {entry.sha256[:12]}... for {entry.name!r}")
     return path
-
-
-def resolve_weights(source: str | os.PathLike) -> Path:
-    """A weights file path from a path or a manifest name (bundled first, then the download cache)."""
-    path = Path(source)
-    if path.is_file():
-        return path
-    name = str(source)
-    entry = load_manifest().entries.get(name)
-    if entry is not None:
-        bundled = bundled_weights_dir() / entry.file
-        if bundled.is_file():
-            return verify_file(bundled, entry)
-        from fusionmamba_cli.checkpoints import hub
-
-        cached = hub.find_cached(entry)
-        if cached is not None:
-            return cached
-        raise WeightsNotFoundError(f"weights {name!r} are not installed; run: fusionmamba download-weights {name}")
-    if path.suffix or os.sep in name or name.startswith("."):
-        raise WeightsNotFoundError(f"{name}: no such weights file")
-    known = ", ".join(sorted(load_manifest().entries)) or "none installed"
-    raise WeightsNotFoundError(f"unknown weights name {name!r} (known: {known})")
