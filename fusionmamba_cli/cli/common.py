@@ -58,6 +58,16 @@ CompileOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads for the network. Default: $OMP_NUM_THREADS, else the usable CPUs minus the "
+        "1-minute load average (at least 1): on a busy machine extra threads only wait.",
+        show_default=False,
+    ),
+]
 
 
 class UsageError(Exception):

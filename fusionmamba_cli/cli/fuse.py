@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -31,10 +32,10 @@ from fusionmamba_cli.cli.common import (
     CompileOpt,
     CudaGraphsOpt,
     DeviceOpt,
-    JsonOpt,
     QuietOpt,
     ScanBackendOpt,
     TaskOpt,
+    ThreadsOpt,
     UsageError,
     WeightsOpt,
     apply_scan_backend,
@@ -42,6 +43,7 @@ from fusionmamba_cli.cli.common import (
     resolve_device,
     task_value,
 )
+from fusionmamba_cli.cli.progress import PlainProgress
 from fusionmamba_cli.errors import FusionMambaError
 from fusionmamba_cli.fusion.batch import PairOutcome, fuse_pairs, output_path_for
 from fusionmamba_cli.fusion.pairs import ImagePair, match_pairs
@@ -52,8 +54,10 @@ from fusionmamba_cli.fusion.pipeline import (
     parse_pixels,
 )
 from fusionmamba_cli.imaging.io import IMAGE_SUFFIXES
+from fusionmamba_cli.threads import set_threads
 
 EXIT_SIGPIPE = 141  # what a shell reports for a writer whose reader went away
+EXIT_INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
 
 
 class Normalize(str, Enum):
@@ -124,6 +128,9 @@ def _plan(first: Path, second: Path, output: Path, ext: str | None) -> tuple[lis
         except OSError as exc:
             raise _usage(f"{parent}: cannot create output directory ({exc.strerror or exc})") from None
         _check_writable(parent)
+        for source in (first, second):
+            if output.exists() and os.path.samefile(output, source):
+                raise _usage(f"-o {output}: is an input; choose another output file")
         return [(ImagePair(output.stem, first, second), output)], [], False
     suffix = "." + (ext or "png").lower().lstrip(".")
     if suffix not in IMAGE_SUFFIXES:
@@ -186,7 +193,7 @@ def fuse_command(
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Pairs per network call (directories).")] = 1,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them, so a batch resumes).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs in an output directory (default: skip them, so a batch resumes). A single output file is always replaced.")] = False,
     resize: Annotated[bool, typer.Option("--resize", help="Resize the smaller source to the larger when sizes differ.")] = False,
     normalize: Annotated[Normalize, typer.Option("--normalize", help="minmax: stretch each output to [0, 1] like the authors' test script.")] = Normalize.none,
     ext: Annotated[str | None, typer.Option("--ext", help="Output format for directories (png, jpg, tif, bmp). Default png.")] = None,
@@ -203,7 +210,8 @@ def fuse_command(
     scan_backend: ScanBackendOpt = None,
     cuda_graphs: CudaGraphsOpt = True,
     compiled: CompileOpt = False,
-    json_output: JsonOpt = False,
+    threads: ThreadsOpt = None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON Lines on stdout: one object per pair (name, output, status, seconds), nothing else. Read it with `python -m json.tool --json-lines`.")] = False,
     quiet: QuietOpt = False,
 ) -> int:
     """Fuse a registered pair, or every pair of two directories matched by file stem.
@@ -213,6 +221,7 @@ def fuse_command(
     """
     apply_scan_backend(scan_backend)
     pixels_budget = _max_pixels(max_pixels)
+    set_threads(threads)
     _, world, local_rank = distributed.env_ranks()
     dev = resolve_device(device)
     if world > 1 and dev.type == "cuda" and device.strip().lower() in ("auto", "cuda"):
@@ -260,10 +269,19 @@ def _fuse(first, second, output, task, weights, dev, batch_size, overwrite, resi
     if main and directory_mode and not items:
         console.print(f"[yellow]warning:[/yellow] no matching pairs in {escape(printable(first))} and {escape(printable(second))}")
     label = "fusing" if world == 1 else f"fusing (rank 0 of {world})"
+    tally = _Tally()
+    # A single output file is replaced, like other image tools do; in directories existing outputs
+    # are skipped so that a rerun resumes.
+    replace = overwrite or not directory_mode
     try:
-        outcomes = _run(fuser, mine, overwrite, resize, batch_size, json_output, show and directory_mode, label)
+        outcomes = _run(fuser, mine, replace, resize, batch_size, json_output, show and directory_mode, label, tally)
     except _StdoutClosed:
         return EXIT_SIGPIPE
+    except KeyboardInterrupt:
+        if not directory_mode:
+            raise
+        console.print(f"[red]interrupted[/red] after {tally.done} of {len(mine)} pairs; rerun the same command to resume")
+        return EXIT_INTERRUPTED
     gathered = distributed.gather_to_rank0(outcomes)
     code = 0
     if main:
@@ -275,8 +293,19 @@ def _fuse(first, second, output, task, weights, dev, batch_size, overwrite, resi
     return distributed.broadcast_from_rank0(code)
 
 
-def _run(fuser, items, overwrite, resize, batch_size, json_output, progress_bar, label="fusing") -> list[PairOutcome]:
+@dataclass
+class _Tally:
+    """Pairs finished so far (any status), for the message after an interrupt."""
+
+    done: int = 0
+
+
+def _run(fuser, items, overwrite, resize, batch_size, json_output, progress_bar, label="fusing",
+         tally: _Tally | None = None) -> list[PairOutcome]:
+    tally = tally if tally is not None else _Tally()
+
     def emit(outcome: PairOutcome) -> None:
+        tally.done += 1
         if json_output:
             try:
                 sys.stdout.write(json.dumps(outcome.to_json()) + "\n")
@@ -288,6 +317,14 @@ def _run(fuser, items, overwrite, resize, batch_size, json_output, progress_bar,
 
     if not progress_bar:
         return fuse_pairs(fuser, items, overwrite=overwrite, resize=resize, batch_size=batch_size, on_outcome=emit)
+    if not console.is_terminal:  # logs, CI, nohup: a live bar would print nothing until the summary
+        plain = PlainProgress(console, label, len(items))
+
+        def count(outcome: PairOutcome) -> None:
+            emit(outcome)
+            plain.advance()
+
+        return fuse_pairs(fuser, items, overwrite=overwrite, resize=resize, batch_size=batch_size, on_outcome=count)
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task("fuse", total=len(items))
@@ -316,7 +353,5 @@ def _report(outcomes: list[PairOutcome], json_output: bool, quiet: bool) -> int:
             summary = f"{done} fused, {skipped} skipped (exist), {len(failed)} failed"
             if len(outcomes) == 1 and done == 1:
                 summary = f"wrote {printable(outcomes[0].output)} ({outcomes[0].seconds:.2f} s)"
-            elif len(outcomes) == 1 and skipped == 1:
-                summary = f"{printable(outcomes[0].output)} exists; skipped (use --overwrite)"
             console.print(escape(summary))
     return 1 if failed else 0

@@ -56,6 +56,14 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _exists(path: Path) -> bool:
+    """Whether an output is there; an unreadable path counts as absent (its write reports why)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _error_text(exc: BaseException, *paths: Path) -> str:
     """One line that starts with a file path: the error's own, else the pair's files."""
     if isinstance(exc, FusionMambaError):
@@ -126,22 +134,23 @@ def fuse_pairs(
             t0 = time.perf_counter()
             try:
                 write_image(out, image.pixels, image.bit_depth)
-                report(PairOutcome(pair.name, out, "ok", read_s + share + time.perf_counter() - t0, notes=image.notes))
+                outcome = PairOutcome(pair.name, out, "ok", read_s + share + time.perf_counter() - t0, notes=image.notes)
             except Exception as exc:  # noqa: BLE001
-                report(PairOutcome(pair.name, out, "failed", read_s + share, _error_text(exc, out)))
+                outcome = PairOutcome(pair.name, out, "failed", read_s + share, _error_text(exc, out))
+            report(outcome)  # outside the try: what the callback raises (stdout closed) ends the batch
 
     def pixels_of(item: tuple) -> int:
         return fuser.padded_pixels(*item[2].size_hw)
 
     for pair, out in pairs:
         start = time.perf_counter()
+        if _same_file(out, pair.first) or _same_file(out, pair.second):
+            report(PairOutcome(pair.name, out, "failed", 0.0, f"{out}: output would overwrite an input"))
+            continue
+        if not overwrite and _exists(out):
+            report(PairOutcome(pair.name, out, "skipped", 0.0, notes=["output exists (use --overwrite)"]))
+            continue
         try:
-            if _same_file(out, pair.first) or _same_file(out, pair.second):
-                report(PairOutcome(pair.name, out, "failed", 0.0, f"{out}: output would overwrite an input"))
-                continue
-            if not overwrite and out.exists():
-                report(PairOutcome(pair.name, out, "skipped", 0.0, notes=["output exists (use --overwrite)"]))
-                continue
             first, second = _load_pair(pair, resize, fuser.task.modalities)
         except Exception as exc:  # noqa: BLE001
             report(PairOutcome(pair.name, out, "failed", time.perf_counter() - start, _error_text(exc, pair.first, pair.second)))

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from fusionmamba_cli import distributed
 from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
 from fusionmamba_cli.checkpoints.registry import resolve_weights
-from fusionmamba_cli.errors import FusionMambaError, is_out_of_memory
+from fusionmamba_cli.errors import FusionMambaError, InvalidRequestError, is_out_of_memory
 from fusionmamba_cli.imaging.io import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, get_preset
 from fusionmamba_cli.model.compiled import CompiledForward
@@ -69,6 +69,10 @@ class TrainConfig:
 
 class TrainingError(FusionMambaError, RuntimeError):
     """A training run that cannot start or continue."""
+
+
+class RunFolderError(TrainingError, InvalidRequestError):
+    """--out in the wrong state for the request: nothing to --resume, or a run there already."""
 
 
 def _atomic_torch_save(obj: dict, path: Path) -> None:
@@ -191,14 +195,14 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     step = 0
     if resume:
         if not checkpoint_path.is_file():
-            raise TrainingError(f"{checkpoint_path}: no checkpoint to resume from")
+            raise RunFolderError(f"{checkpoint_path}: no checkpoint to resume from")
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         step = int(saved["step"])
         _restore_rng(saved["rng"], device)
     elif ddp.main and checkpoint_path.exists():
-        raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
+        raise RunFolderError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.world > 1 else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda" else torch.autocast("cpu", enabled=False)
     forward = CompiledForward(net, enabled=config.compile)
