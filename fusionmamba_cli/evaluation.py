@@ -62,13 +62,15 @@ class EvaluationResult:
 
 
 def resolve_metrics(names: Sequence[str] | None) -> list[str]:
-    """Validated metric keys in canonical order (all of them for None)."""
+    """Validated metric keys in canonical order (all of them for None); names in any case."""
     if not names:
         return list(METRIC_KEYS)
-    unknown = [n for n in names if n not in METRIC_KEYS]
+    by_folded = {key.casefold(): key for key in METRIC_KEYS}
+    unknown = [n for n in names if n.casefold() not in by_folded]
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRIC_KEYS)}")
-    return [k for k in METRIC_KEYS if k in names]
+    wanted = {by_folded[n.casefold()] for n in names}
+    return [k for k in METRIC_KEYS if k in wanted]
 
 
 def _fused_files(folder: Path) -> dict[str, Path]:
