@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -90,15 +91,24 @@ def train_command(
         train(config, resume=resume)
         return
     columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("train", total=steps, status="")
+    progress = Progress(*columns, console=console)
+    bars: list = []  # the bar appears with the first log record, so an error at start draws none
 
-        def on_log(record: dict) -> None:
-            if "loss" in record:
-                progress.update(bar, completed=record["step"], status=f"loss {record['loss']:.4f}  {record['steps_per_s']:.1f} steps/s")
-            elif "val_split" in record:
-                shown = {k: round(v, 4) for k, v in record.items() if k not in ("step", "val_split")}
-                progress.console.print(f"step {record['step']} {record['val_split']}: {json.dumps(shown)}")
+    def on_log(record: dict) -> None:
+        if not bars:
+            progress.start()
+            bars.append(progress.add_task("train", total=steps, status=""))
+        if "loss" in record:
+            progress.update(bars[0], completed=record["step"], status=f"loss {record['loss']:.4f}  {record['steps_per_s']:.1f} steps/s")
+        elif "val_split" in record:
+            shown = {k: round(v, 4) for k, v in record.items() if k not in ("step", "val_split")}
+            progress.console.print(f"step {record['step']} {record['val_split']}: {json.dumps(shown)}")
 
+    try:
         result = train(config, resume=resume, on_log=on_log)
-    console.print(f"done: {result['step']} steps; weights in {out / 'final.safetensors'}")
+    finally:
+        progress.stop()
+    if result.get("already_finished"):
+        console.print(f"{escape(str(out))}: already finished at step {result['step']} of {steps}; nothing to do (raise --steps to train further)")
+        return
+    console.print(f"done: {result['step']} steps; weights in {escape(str(out / 'final.safetensors'))}")

@@ -171,8 +171,17 @@ def _validate(model: FusionMamba, pairs: PairSet, device: torch.device, limit: i
     return {k: float(np.mean(v)) for k, v in scores.items() if v}
 
 
+def _check_run_folder(checkpoint_path: Path, resume: bool, main: bool) -> None:
+    """--resume needs a checkpoint; a fresh run must not clobber one."""
+    if resume and not checkpoint_path.is_file():
+        raise RunFolderError(f"{checkpoint_path}: no checkpoint to resume from")
+    if not resume and main and checkpoint_path.exists():
+        raise RunFolderError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
+
+
 def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> dict:
-    """Run (or resume) a training; returns the final log record. Rank 0 writes everything."""
+    """Run (or resume) a training; returns the final log record ({"step", "already_finished": True} when
+    a resumed run had already reached `config.steps`). Rank 0 writes everything."""
     if config.deterministic:  # bit-reproducible GPU runs, at some speed cost
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -180,6 +189,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     ddp, device = _join(config.device)
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
+    _check_run_folder(checkpoint_path, resume, ddp.main)  # before any data is read or work is shown
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
     if config.scan_backend:
@@ -194,15 +204,14 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     step = 0
     if resume:
-        if not checkpoint_path.is_file():
-            raise RunFolderError(f"{checkpoint_path}: no checkpoint to resume from")
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if int(saved["step"]) >= config.steps:  # nothing left to do: say so instead of "training 0/N"
+            distributed.cleanup()
+            return {"step": int(saved["step"]), "already_finished": True}
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         step = int(saved["step"])
         _restore_rng(saved["rng"], device)
-    elif ddp.main and checkpoint_path.exists():
-        raise RunFolderError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.world > 1 else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda" else torch.autocast("cpu", enabled=False)
     forward = CompiledForward(net, enabled=config.compile)
