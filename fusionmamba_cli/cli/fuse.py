@@ -342,6 +342,9 @@ def _report(outcomes: list[PairOutcome], json_output: bool, quiet: bool) -> int:
     done = sum(o.status == "ok" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
     if not json_output:
+        for o in outcomes:
+            for warning in o.warnings:
+                console.print(f"[yellow]warning:[/yellow] {escape(printable(o.name))}: {escape(printable(warning))}")
         if not quiet:
             for o in outcomes:
                 if o.status == "ok":

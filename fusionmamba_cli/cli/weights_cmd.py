@@ -74,7 +74,11 @@ def convert_weights_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.", show_default=False)],
     preset: Annotated[
         PresetName | None,
-        typer.Option("--preset", help="Require exactly this architecture (e.g. official, official-tiny); default: infer it from the shapes."),
+        typer.Option(
+            "--preset",
+            metavar="PRESET",
+            help=f"Require exactly this architecture ({', '.join(list_presets())}); default: infer it from the shapes.",
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
     quiet: QuietOpt = False,

@@ -12,7 +12,9 @@ from pathlib import Path
 from fusionmamba_cli.errors import FusionMambaError, ImageWriteError
 from fusionmamba_cli.fusion.pairs import ImagePair
 from fusionmamba_cli.fusion.pipeline import Fuser, align_sizes
+from fusionmamba_cli.imaging.colour import has_chroma
 from fusionmamba_cli.imaging.io import LoadedImage, read_image, write_image
+from fusionmamba_cli.tasks import order_warning
 
 
 @dataclass
@@ -25,6 +27,7 @@ class PairOutcome:
     seconds: float = 0.0
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. inputs that look swapped; still fused
 
     def to_json(self) -> dict:
         record = {"name": self.name, "output": str(self.output), "status": self.status, "seconds": round(self.seconds, 4)}
@@ -32,6 +35,8 @@ class PairOutcome:
             record["error"] = self.error
         if self.notes:
             record["notes"] = self.notes
+        if self.warnings:
+            record["warnings"] = self.warnings
         return record
 
 
@@ -106,14 +111,14 @@ def fuse_pairs(
         if on_outcome is not None:
             on_outcome(outcome)
 
-    pending: list[tuple[ImagePair, Path, LoadedImage, LoadedImage, float]] = []
+    pending: list[tuple[ImagePair, Path, LoadedImage, LoadedImage, float, list[str]]] = []
 
     def flush() -> None:
         if not pending:
             return
         start = time.perf_counter()
         try:
-            fused = fuser.fuse_many([(a, b) for _, _, a, b, _ in pending])
+            fused = fuser.fuse_many([(a, b) for _, _, a, b, _, _ in pending])
         except Exception as exc:  # noqa: BLE001 - one bad batch must not end the run
             if len(pending) > 1:  # retry one by one so only the culprit fails
                 items = list(pending)
@@ -122,19 +127,19 @@ def fuse_pairs(
                     pending.append(item)
                     flush()
                 return
-            pair, out, _, _, read_s = pending[0]
+            pair, out, _, _, read_s, warnings = pending[0]
             error = _error_text(exc, pair.first, pair.second)
-            report(PairOutcome(pair.name, out, "failed", read_s + time.perf_counter() - start, error))
+            report(PairOutcome(pair.name, out, "failed", read_s + time.perf_counter() - start, error, warnings=warnings))
             pending.clear()
             return
         share = (time.perf_counter() - start) / len(pending)
         done = list(zip(pending, fused))
         pending.clear()  # before writing: an interrupt must not leave items to be written twice
-        for (pair, out, _, _, read_s), image in done:
+        for (pair, out, _, _, read_s, warnings), image in done:
             t0 = time.perf_counter()
             try:
                 write_image(out, image.pixels, image.bit_depth)
-                outcome = PairOutcome(pair.name, out, "ok", read_s + share + time.perf_counter() - t0, notes=image.notes)
+                outcome = PairOutcome(pair.name, out, "ok", read_s + share + time.perf_counter() - t0, notes=image.notes, warnings=warnings)
             except Exception as exc:  # noqa: BLE001
                 outcome = PairOutcome(pair.name, out, "failed", read_s + share, _error_text(exc, out))
             report(outcome)  # outside the try: what the callback raises (stdout closed) ends the batch
@@ -155,7 +160,8 @@ def fuse_pairs(
         except Exception as exc:  # noqa: BLE001
             report(PairOutcome(pair.name, out, "failed", time.perf_counter() - start, _error_text(exc, pair.first, pair.second)))
             continue
-        item = (pair, out, first, second, time.perf_counter() - start)
+        warning = order_warning(fuser.task, has_chroma(first.pixels), has_chroma(second.pixels))
+        item = (pair, out, first, second, time.perf_counter() - start, [warning] if warning else [])
         if pending and (
             pending[0][2].size_hw != first.size_hw
             or sum(map(pixels_of, pending)) + pixels_of(item) > fuser.max_pixels

@@ -439,3 +439,30 @@ def test_default_thread_count_leaves_out_busy_cores(monkeypatch, load, omp, expe
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     assert threads.default_thread_count() == expected
+
+
+def test_inputs_in_the_wrong_order_get_a_warning(tmp_path, fuse):
+    """PET given first for pet_mri, or a colour PET image under ct_mri: fused anyway, with a warning
+    naming the expected order; the right order (or a grey image stored as RGB) gets none."""
+    mri, pet = save_grey(tmp_path / "mri.png", 24, 24, 1), save_rgb(tmp_path / "pet.png", 24, 24, 2)
+    grey_rgb = tmp_path / "grey_rgb.png"
+    Image.open(mri).convert("RGB").save(grey_rgb)
+    swapped = fuse(pet, mri, "-o", tmp_path / "swapped.png", "--task", "pet_mri")
+    assert swapped.code == 0 and (tmp_path / "swapped.png").exists()
+    [warning] = [line for line in swapped.err.splitlines() if line.startswith("warning:")]
+    assert "inputs look swapped" in warning and "mri then pet" in warning
+    wrong_task = fuse(mri, pet, "-o", tmp_path / "ct.png", "--task", "ct_mri")
+    assert wrong_task.code == 0 and "ct_mri takes two grey images (ct then mri)" in wrong_task.err
+    for args in ((mri, pet, "--task", "pet_mri"), (grey_rgb, mri, "--task", "pet_mri"), (pet, mri)):
+        right = fuse(*args[:2], "-o", tmp_path / "ok.png", *args[2:])
+        assert right.code == 0 and "warning:" not in right.err, (args, right.err)
+    as_json = fuse(pet, mri, "-o", tmp_path / "j.png", "--task", "pet_mri", "--json")
+    assert "inputs look swapped" in json.loads(as_json.out)["warnings"][0]
+
+
+def test_unknown_weights_name_is_a_usage_error(tmp_path, capsys):
+    a, b = save_grey(tmp_path / "a.png", 8, 8, 1), save_grey(tmp_path / "b.png", 8, 8, 2)
+    result = run_cli(capsys, "fuse", a, b, "-o", tmp_path / "f.png", "--weights", "compact-ctmri", "--device", "cpu")
+    assert result.code == 2
+    assert len(result.error_lines) == 1 and "unknown weights name 'compact-ctmri'" in result.error_lines[0]
+    assert not (tmp_path / "f.png").exists()
