@@ -19,6 +19,7 @@ from rich.progress import (
 
 from fusionmamba_cli.cli.common import (
     DeviceOpt,
+    PresetName,
     QuietOpt,
     ScanBackendOpt,
     TaskName,
@@ -35,7 +36,7 @@ def train_command(
     task: Annotated[list[TaskName], typer.Option("--task", "-t", help="Task(s) to train on; repeat for a joint/general model.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints (last.pt), log.jsonl, final.safetensors.")],
     data: Annotated[Path | None, typer.Option("--data", help="Data root (ROOT/<task>/train/<modality>/*.png) or a packed .npz. Default $FUSIONMAMBA_DATA or ./data.")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="Model size preset.")] = "compact",
+    preset: Annotated[PresetName, typer.Option("--preset", metavar="PRESET", help=f"Model size preset: {', '.join(list_presets())}.")] = PresetName("compact"),
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps in total.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", min=0.01, help="Alternative to --steps: passes over the training pairs.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 4,
@@ -63,8 +64,6 @@ def train_command(
     """Train FusionMamba without labels (intensity + texture + SSIM losses, paper section 3.6)."""
     if lr_schedule not in ("constant", "cosine"):
         raise UsageError(f"--lr-schedule {lr_schedule!r}: choose constant or cosine")
-    if preset not in list_presets():
-        raise UsageError(f"--preset {preset!r}: choose one of {', '.join(list_presets())}")
     if intensity_loss not in INTENSITY_NORMS:
         raise UsageError(f"--intensity-loss {intensity_loss!r}: choose {' or '.join(INTENSITY_NORMS)}")
     try:
@@ -80,7 +79,7 @@ def train_command(
 
         steps = max(1, round(epochs * len(load_pairs(data, tasks, "train")) / batch_size))
     config = TrainConfig(
-        data=str(data), tasks=tasks, out=str(out), preset=preset, steps=steps, batch_size=batch_size, lr=lr,
+        data=str(data), tasks=tasks, out=str(out), preset=preset.value, steps=steps, batch_size=batch_size, lr=lr,
         crop=crop, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
         intensity_loss=intensity_loss, amp=amp, compile=compiled, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
         init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,

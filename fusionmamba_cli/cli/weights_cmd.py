@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,11 +11,10 @@ from rich.table import Table
 
 from fusionmamba_cli.checkpoints import bundled_weights_dir, list_weights, load_manifest
 from fusionmamba_cli.checkpoints.hub import default_download_names, fetch_weights, locate, manifest_entries
-from fusionmamba_cli.cli.common import JsonOpt, QuietOpt, UsageError, console, stdout
+from fusionmamba_cli.cli.common import JsonOpt, PresetName, QuietOpt, UsageError, console, stdout
 from fusionmamba_cli.errors import WeightsNotFoundError
 from fusionmamba_cli.model import list_presets
 
-PresetName = Enum("PresetName", {name: name for name in list_presets()}, type=str)  # type: ignore[misc]
 
 CacheDirOpt = Annotated[
     Path | None,

@@ -8,13 +8,18 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from fusionmamba_cli import distributed
 from fusionmamba_cli.errors import FusionMambaError, ImageWriteError
 from fusionmamba_cli.fusion.pairs import ImagePair
 from fusionmamba_cli.fusion.pipeline import Fuser, align_sizes
 from fusionmamba_cli.imaging.colour import has_chroma
 from fusionmamba_cli.imaging.io import LoadedImage, read_image, write_image
 from fusionmamba_cli.tasks import order_warning
+
+if TYPE_CHECKING:  # plan.py imports this module
+    from fusionmamba_cli.fusion.plan import BatchPlan
 
 
 @dataclass
@@ -172,3 +177,32 @@ def fuse_pairs(
             flush()
     flush()
     return outcomes
+
+
+def fuse_directory(
+    fuser: Fuser,
+    plan: BatchPlan,
+    *,
+    overwrite: bool = False,
+    resize: bool = False,
+    batch_size: int = 1,
+    on_outcome: Callable[[PairOutcome], None] | None = None,
+) -> list[PairOutcome]:
+    """Fuse a `plan_batch` plan: alone, every item; under torchrun, this rank's share, after which
+    rank 0 returns every rank's outcomes in the plan's order (the other ranks return []).
+
+    `on_outcome` sees this rank's outcomes as they come. A single output file is replaced; in
+    directory mode existing outputs are skipped unless `overwrite` (a rerun resumes)."""
+    rank, world = distributed.get_rank(), distributed.get_world_size()
+    outcomes = fuse_pairs(
+        fuser, plan.shard(rank, world), overwrite=overwrite or not plan.directory_mode, resize=resize,
+        batch_size=batch_size, on_outcome=on_outcome,
+    )
+    gathered = distributed.gather_to_rank0(outcomes)
+    if rank != 0:
+        return []
+    everything = [o for part in gathered for o in part]
+    if world > 1:  # back to the listing's order
+        order = {out: i for i, (_, out) in enumerate(plan.items)}
+        everything.sort(key=lambda o: order.get(o.output, len(order)))
+    return everything

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from fusionmamba_cli import distributed
 from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
 from fusionmamba_cli.checkpoints.registry import resolve_weights
+from fusionmamba_cli.devices import pick_device
 from fusionmamba_cli.errors import FusionMambaError, InvalidRequestError, is_out_of_memory
 from fusionmamba_cli.imaging.io import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, get_preset
@@ -114,13 +115,9 @@ class _Ranks:
 
 
 def _join(device_choice: str) -> tuple[_Ranks, torch.device]:
-    """Under torchrun, join the group (NCCL on CUDA, gloo on CPU) and pick this rank's device."""
-    wants_cuda = device_choice.startswith("cuda") or (device_choice == "auto" and torch.cuda.is_available())
-    rank, world, local_rank = distributed.init_distributed("nccl" if wants_cuda else "gloo")
-    if world > 1:
-        device = torch.device("cuda", local_rank) if wants_cuda else torch.device("cpu")
-    else:
-        device = torch.device(device_choice if device_choice != "auto" else ("cuda" if wants_cuda else "cpu"))
+    """Under torchrun, join the group (NCCL on CUDA, gloo on CPU) with this rank's device."""
+    device = pick_device(device_choice)
+    rank, world, _ = distributed.init_distributed("nccl" if device.type == "cuda" else "gloo")
     return _Ranks(rank, world), device
 
 
