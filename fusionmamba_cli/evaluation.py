@@ -1,5 +1,6 @@
-"""Score fused images against the sources of a task split with the field's metrics: images fused
-by any method (a folder of files named like the sources) or by our model on the fly.
+"""Score fused images against the sources of a task split with the field's metrics and the three
+visible-defect figures (clip, grain, grid): images fused by any method (a folder of files named
+like the sources) or by our model on the fly.
 
 Sources and fused images are reduced to grey exactly as the metric references do (integer BT.601
 luma of the uint8 RGB; see `metrics.to_grey_uint8`), so numbers line up with published tables.
@@ -20,14 +21,15 @@ from fusionmamba_cli.imaging.io import (
     to_integer,
     write_image,
 )
-from fusionmamba_cli.metrics import METRIC_KEYS, load_grey, score_triplet, to_grey_uint8
+from fusionmamba_cli.metrics import DEFECT_KEYS, SCORE_KEYS, load_grey, score_triplet, to_grey_uint8
 
 PAPER_METRICS = ("VIF", "SCD", "Qabf", "SF", "MS-SSIM", "FMI")
 
 
 @dataclass
 class EvaluationResult:
-    """Per-image scores of one method on one task split, with mean and std per metric."""
+    """Per-image scores of one method on one task split, with mean and std per metric; the defect
+    figures (``DEFECT_KEYS``) are summarised by their median and max, as issue 15 judges them."""
 
     task: str
     split: str
@@ -50,8 +52,24 @@ class EvaluationResult:
     def std(self) -> dict[str, float | None]:
         return {k: (float(v.std()) if (v := self._values(k)).size else None) for k in self.metrics}
 
+    @property
+    def defect_keys(self) -> list[str]:
+        """The defect figures among this result's metrics."""
+        return [k for k in self.metrics if k in DEFECT_KEYS]
+
+    def median(self) -> dict[str, float | None]:
+        """Median over the images, for the defect figures only."""
+        return {k: (float(np.median(v)) if (v := self._values(k)).size else None) for k in self.defect_keys}
+
+    def max(self) -> dict[str, float | None]:
+        """Largest value over the images, for the defect figures only."""
+        return {k: (float(v.max()) if (v := self._values(k)).size else None) for k in self.defect_keys}
+
     def to_json(self) -> dict:
-        out = {"task": self.task, "split": self.split, "n": self.n, "mean": self.mean(), "std": self.std(), "per_image": self.per_image}
+        out = {"task": self.task, "split": self.split, "n": self.n, "mean": self.mean(), "std": self.std()}
+        if self.defect_keys:
+            out["median"], out["max"] = self.median(), self.max()
+        out["per_image"] = self.per_image
         if self.method:
             out["method"] = self.method
         if self.missing:
@@ -62,15 +80,16 @@ class EvaluationResult:
 
 
 def resolve_metrics(names: Sequence[str] | None) -> list[str]:
-    """Validated metric keys in canonical order (all of them for None); names in any case."""
+    """Validated keys in canonical order: the 14 metrics, then clip, grain, grid (all for None);
+    names in any case."""
     if not names:
-        return list(METRIC_KEYS)
-    by_folded = {key.casefold(): key for key in METRIC_KEYS}
+        return list(SCORE_KEYS)
+    by_folded = {key.casefold(): key for key in SCORE_KEYS}
     unknown = [n for n in names if n.casefold() not in by_folded]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRIC_KEYS)}")
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(SCORE_KEYS)}")
     wanted = {by_folded[n.casefold()] for n in names}
-    return [k for k in METRIC_KEYS if k in wanted]
+    return [k for k in SCORE_KEYS if k in wanted]
 
 
 def _fused_files(folder: Path) -> dict[str, Path]:
@@ -129,13 +148,28 @@ def evaluate_model(
 
 
 def best_per_metric(results: Sequence[EvaluationResult]) -> dict[str, int | None]:
-    """Index of the method with the highest mean per metric (every metric here is higher-better)."""
+    """Index of the method with the highest mean per metric (every metric is higher-better); None
+    for the defect figures, which are judged against thresholds, not ranked."""
     best: dict[str, int | None] = {}
     for key in results[0].metrics if results else []:
+        if key in DEFECT_KEYS:
+            best[key] = None
+            continue
         means = [r.mean().get(key) for r in results]
         valid = [(v, i) for i, v in enumerate(means) if v is not None]
         best[key] = max(valid)[1] if valid else None
     return best
 
 
-__all__ = ["EvaluationResult", "PAPER_METRICS", "best_per_metric", "evaluate_fused_dir", "evaluate_model", "fused_to_grey_uint8", "resolve_metrics"]
+def evaluate_defects(
+    root: Path, task: str, split: str, fused_dir: Path, *, on_image: Callable[[str], None] | None = None
+) -> EvaluationResult:
+    """The defect figures (clip, grain, grid) of a folder of fused images against a task split,
+    paired as `evaluate_fused_dir` pairs them; `.median()` and `.max()` give issue 15's criteria."""
+    return evaluate_fused_dir(root, task, split, fused_dir, DEFECT_KEYS, on_image=on_image)
+
+
+__all__ = [
+    "EvaluationResult", "PAPER_METRICS", "best_per_metric", "evaluate_defects", "evaluate_fused_dir", "evaluate_model",
+    "fused_to_grey_uint8", "resolve_metrics",
+]

@@ -34,11 +34,13 @@ from fusionmamba_cli.datasets import default_data_root, list_split_pairs
 from fusionmamba_cli.evaluation import EvaluationResult, best_per_metric, evaluate_fused_dir, evaluate_model, resolve_metrics
 from fusionmamba_cli.evaluation_montage import write_montages
 from fusionmamba_cli.fusion.pipeline import Fuser
+from fusionmamba_cli.metrics import DEFECT_KEYS
 from fusionmamba_cli.threads import set_threads
 
 
 def _table(results: list[EvaluationResult]) -> Table:
-    """Metrics as rows, methods as columns (mean ± std), the best mean per metric in bold."""
+    """Metrics as rows, methods as columns (mean ± std), the best mean per metric in bold; defect
+    figures as median / max over the images."""
     first = results[0]
     table = Table(title=f"{first.task} / {first.split}  (n = {', '.join(str(r.n) for r in results)})")
     table.add_column("metric")
@@ -48,10 +50,14 @@ def _table(results: list[EvaluationResult]) -> Table:
     for key in first.metrics:
         cells = []
         for i, r in enumerate(results):
-            mean, std = r.mean()[key], r.std()[key]
-            text = "n/a" if mean is None else f"{mean:.4f} ± {std:.4f}"
+            if key in DEFECT_KEYS:
+                median, top = r.median()[key], r.max()[key]
+                text = "n/a" if median is None else f"{median:.4f} / {top:.4f}"
+            else:
+                mean, std = r.mean()[key], r.std()[key]
+                text = "n/a" if mean is None else f"{mean:.4f} ± {std:.4f}"
             cells.append(f"[bold green]{text}[/bold green]" if best.get(key) == i else text)
-        table.add_row(key, *cells)
+        table.add_row(f"{key} (median / max)" if key in DEFECT_KEYS else key, *cells)
     return table
 
 
@@ -91,7 +97,7 @@ def evaluate_command(
     data: Annotated[Path | None, typer.Option("--data", help="Data root ROOT/<task>/<split>/<modality>/. Default $FUSIONMAMBA_DATA or ./data.")] = None,
     fused: Annotated[list[Path] | None, typer.Option("--fused", help="Folder(s) of already-fused images (any method), named like the sources: --fused a b c. Repeat or add --compare to compare methods.")] = None,
     compare: Annotated[list[Path] | None, typer.Option("--compare", help="More fused folders to put side by side: --compare b c (same as more --fused).")] = None,
-    metrics: Annotated[str | None, typer.Option("--metrics", help="Comma-separated subset, any case, e.g. VIF,SCD,Qabf,SF,MS-SSIM,FMI. Default: all.")] = None,
+    metrics: Annotated[str | None, typer.Option("--metrics", help="Comma-separated subset, any case, e.g. VIF,SCD,Qabf,SF,MS-SSIM,FMI or clip,grain,grid (defect figures). Default: all.")] = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     save_fused: Annotated[Path | None, typer.Option("--save-fused", help="Keep our model's fused images here.")] = None,
@@ -102,7 +108,7 @@ def evaluate_command(
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Score fused images with VIF, SCD, Qabf, SF, MS-SSIM, FMI, EN, SD, MI, AG, SSIM, PSNR, CC."""
+    """Score fused images with VIF, SCD, Qabf, SF, MS-SSIM, FMI, EN, SD, MI, AG, SSIM, PSNR, CC and the defect figures clip, grain, grid."""
     apply_scan_backend(scan_backend)
     set_threads(threads)
     root = data or default_data_root()

@@ -28,7 +28,8 @@ from fusionmamba_cli.cli.common import (
 )
 from fusionmamba_cli.datasets import default_data_root
 from fusionmamba_cli.model import list_presets
-from fusionmamba_cli.training.losses import INTENSITY_NORMS, LossWeights
+from fusionmamba_cli.training.data import HOLDOUT_SPLIT
+from fusionmamba_cli.training.losses import INTENSITY_NORMS, LOSS_NAMES, LossWeights
 from fusionmamba_cli.training.trainer import TrainConfig, train
 
 
@@ -36,7 +37,7 @@ def train_command(
     task: Annotated[list[TaskName], typer.Option("--task", "-t", help="Task(s) to train on; repeat for a joint/general model.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints (last.pt), log.jsonl, final.safetensors.")],
     data: Annotated[Path | None, typer.Option("--data", help="Data root (ROOT/<task>/train/<modality>/*.png) or a packed .npz. Default $FUSIONMAMBA_DATA or ./data.")] = None,
-    preset: Annotated[PresetName, typer.Option("--preset", metavar="PRESET", help=f"Model size preset: {', '.join(list_presets())}.")] = PresetName("compact"),
+    preset: Annotated[PresetName, typer.Option("--preset", metavar="PRESET", help=f"Model preset: {', '.join(list_presets())} (compact-two-scale: the shipped task models' network).")] = PresetName("compact-two-scale"),
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps in total.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", min=0.01, help="Alternative to --steps: passes over the training pairs.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 4,
@@ -44,14 +45,19 @@ def train_command(
     lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant or cosine (decay to 1% of --lr over --steps).")] = "constant",
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Linear warm-up steps.")] = 0,
     crop: Annotated[int, typer.Option("--crop", min=16, help="Random crop size.")] = 128,
-    loss_weights: Annotated[str, typer.Option("--loss-weights", help="int,text,ssim weights, or 'paper' (1,1,10) / 'code' (10,10,1). 0 switches a term off.")] = "code",
-    intensity_loss: Annotated[str, typer.Option("--intensity-loss", help="Norm of the intensity term: l1 (the authors' code) or l2 (squared error, the paper's Eq. 11).")] = "l1",
+    loss: Annotated[str, typer.Option("--loss", help=f"Objective: {', '.join(LOSS_NAMES)} (docs/training.md).")] = "two-scale",
+    vif_weight: Annotated[float, typer.Option("--vif-weight", min=0.0, help="two-scale: weight of the differentiable VIF reward.")] = 0.0,
+    target_sigma: Annotated[float | None, typer.Option("--target-sigma", min=0.1, help="two-scale: base blur sigma of the rule (default: the model's).")] = None,
+    target_gain: Annotated[float | None, typer.Option("--target-gain", min=0.1, help="two-scale: detail gain of the rule (default: the model's).")] = None,
+    holdout: Annotated[int, typer.Option("--holdout", min=0, help=f"Hold every N-th training pair out (per task) as the '{HOLDOUT_SPLIT}' validation split.")] = 0,
+    loss_weights: Annotated[str, typer.Option("--loss-weights", help="paper loss: int,text,ssim weights, or 'paper' (1,1,10) / 'code' (10,10,1). 0 switches a term off.")] = "paper",
+    intensity_loss: Annotated[str, typer.Option("--intensity-loss", help="paper loss: norm of the intensity term, l2 (the paper's Eq. 11) or l1.")] = "l2",
     amp: Annotated[bool, typer.Option("--amp", help="bf16 autocast on GPU.")] = False,
     compiled: Annotated[bool, typer.Option("--compile", help="Train through torch.compile (fewer, fused kernels; compiles for minutes first; falls back to eager with a warning).")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     save_every: Annotated[int, typer.Option("--save-every", min=1, help="Checkpoint every N steps (and at the end).")] = 500,
     log_every: Annotated[int, typer.Option("--log-every", min=1)] = 10,
-    val: Annotated[str | None, typer.Option("--val", help="Split scored with a few metrics every --val-every steps (e.g. test).")] = None,
+    val: Annotated[str | None, typer.Option("--val", help=f"Split scored with a few metrics every --val-every steps ('{HOLDOUT_SPLIT}' with --holdout).")] = None,
     val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
     init: Annotated[str | None, typer.Option("--init", help="Start from these weights, a name or a file (fine-tuning).")] = None,
@@ -61,9 +67,13 @@ def train_command(
     scan_backend: ScanBackendOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train FusionMamba without labels (intensity + texture + SSIM losses, paper section 3.6)."""
+    """Train FusionMamba without labels (default objective: the two-scale rule as anchor, see --loss)."""
     if lr_schedule not in ("constant", "cosine"):
         raise UsageError(f"--lr-schedule {lr_schedule!r}: choose constant or cosine")
+    if loss not in LOSS_NAMES:
+        raise UsageError(f"--loss {loss!r}: choose one of {', '.join(LOSS_NAMES)}")
+    if val == HOLDOUT_SPLIT and not holdout:
+        raise UsageError(f"--val {HOLDOUT_SPLIT} needs --holdout N")
     if intensity_loss not in INTENSITY_NORMS:
         raise UsageError(f"--intensity-loss {intensity_loss!r}: choose {' or '.join(INTENSITY_NORMS)}")
     try:
@@ -80,7 +90,8 @@ def train_command(
         steps = max(1, round(epochs * len(load_pairs(data, tasks, "train")) / batch_size))
     config = TrainConfig(
         data=str(data), tasks=tasks, out=str(out), preset=preset.value, steps=steps, batch_size=batch_size, lr=lr,
-        crop=crop, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
+        crop=crop, loss=loss, vif_weight=vif_weight, target_sigma=target_sigma, target_gain=target_gain,
+        holdout_every=holdout, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
         intensity_loss=intensity_loss, amp=amp, compile=compiled, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
         init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,
         time_limit_min=time_limit, lr_schedule=lr_schedule, warmup_steps=warmup, deterministic=deterministic,

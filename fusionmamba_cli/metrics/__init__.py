@@ -1,13 +1,15 @@
-"""Image-fusion metrics (14 golden keys) reproducing ``shared/metrics/README.md``.
+"""Image-fusion metrics (14 golden keys) reproducing ``shared/metrics/README.md``, and the three
+visible-defect figures of ``shared/tools/artefacts.py`` (``clip``, ``grain``, ``grid``).
 
 Convention: A, B (sources) and F (fused) are 2-D arrays of grey levels 0..255 of any numeric
 dtype; every metric computes in float64. Colour images are reduced with ``to_grey_uint8``.
 """
 
+from .defects import clip_fraction, defect_figures, grain_ratio, grain_sigma, grid_ratio, periodic_peak
 from .fmi import fast_fmi, fmi, fmi_pixel, sobel_edge
 from .grey import load_grey, to_grey_uint8
 from .qabf import qabf
-from .registry import METRIC_KEYS, METRICS, score_triplet
+from .registry import DEFECT_KEYS, DEFECTS, METRIC_KEYS, METRICS, SCORE_KEYS, score_triplet
 from .ssim import ms_ssim, ms_ssim_pair, ssim, ssim_pair
 from .statistics import (
     average_gradient,
@@ -27,6 +29,15 @@ __all__ = [
     "METRICS",
     "METRIC_KEYS",
     "score_triplet",
+    "DEFECTS",
+    "DEFECT_KEYS",
+    "SCORE_KEYS",
+    "defect_figures",
+    "clip_fraction",
+    "grain_ratio",
+    "grain_sigma",
+    "grid_ratio",
+    "periodic_peak",
     "to_grey_uint8",
     "load_grey",
     "vif",

@@ -9,8 +9,10 @@ BLOCK_TYPES = ("dvss", "evss", "transformer")
 FUSION_TYPES = ("dffm", "dvss")
 # What the network's output adds to its reconstruction head (the paper does not say; see network.py):
 # "authors": 2*x1 + 2*x2 as in the authors' code; "max": max(x1, x2), so the head learns a
-# correction to the max rule that the intensity loss targets; "none": the head alone.
-OUTPUT_SKIPS = ("authors", "max", "none")
+# correction to the max rule that the intensity loss targets; "two_scale": the two-scale rule of
+# `model/two_scale.py` (base of the brighter blurred source + the stronger detail), so the head starts
+# from a good classical fusion and learns its correction; "none": the head alone.
+OUTPUT_SKIPS = ("authors", "max", "two_scale", "none")
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class FusionMambaConfig:
     use 16 whatever `d_state` says (`dvss_d_state` keeps that quirk explicit).
     `block`, `fusion`, `use_dfem`, `use_cmfm` are the paper's Table 7 ablations. `output_skip` is what
     the output adds to the head (OUTPUT_SKIPS); it has no parameters, and files without it are "authors".
+    `two_scale_sigma` / `two_scale_gain` are the base blur and detail gain of the "two_scale" skip.
     """
 
     dims: tuple[int, ...] = (96, 192, 384, 768)
@@ -37,6 +40,8 @@ class FusionMambaConfig:
     use_dfem: bool = True
     use_cmfm: bool = True
     output_skip: str = "authors"
+    two_scale_sigma: float = 4.0
+    two_scale_gain: float = 1.0
     patch_size: int = field(default=4, repr=False)
 
     def __post_init__(self) -> None:
@@ -55,6 +60,8 @@ class FusionMambaConfig:
             raise ValueError(f"fusion must be one of {FUSION_TYPES}, got {self.fusion!r}")
         if self.output_skip not in OUTPUT_SKIPS:
             raise ValueError(f"output_skip must be one of {OUTPUT_SKIPS}, got {self.output_skip!r}")
+        if self.two_scale_sigma <= 0 or self.two_scale_gain <= 0:
+            raise ValueError(f"two_scale_sigma and two_scale_gain must be positive, got {self.two_scale_sigma}, {self.two_scale_gain}")
         if self.patch_size != 4:
             raise ValueError("only patch_size=4 works end to end (the head always upsamples x4)")
 
@@ -122,6 +129,12 @@ register_preset(
 register_preset(
     "compact-max",
     FusionMambaConfig(dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), depths_decoder=(1, 2, 1, 1), drop_path_rate=0.0, output_skip="max"),
+)
+# compact on top of the two-scale rule (OUTPUT_SKIPS): what the shipped task weights use. The head
+# starts at zero, so an untrained network is the rule itself and training learns its correction.
+register_preset(
+    "compact-two-scale",
+    FusionMambaConfig(dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), depths_decoder=(1, 2, 1, 1), drop_path_rate=0.0, output_skip="two_scale"),
 )
 # Twice as wide as compact, for GPU users who want more capacity.
 register_preset(

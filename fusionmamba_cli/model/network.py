@@ -11,6 +11,7 @@ from fusionmamba_cli.model.config import FusionMambaConfig
 from fusionmamba_cli.model.dffm import DFFM, DVSSFusion
 from fusionmamba_cli.model.layers import PatchEmbed, PatchExpand, PatchMerging
 from fusionmamba_cli.model.ssm import ScanCore2D
+from fusionmamba_cli.model.two_scale import TwoScaleParams, two_scale_fusion
 
 
 class EncoderStage(nn.Module):
@@ -59,7 +60,8 @@ class FusionMamba(nn.Module):
     forward(x1, x2): (B, 1, H, W) float tensors in [0, 1], in the authors' order (x1 = visible / MRI /
     phase contrast, x2 = IR / CT / PET / SPECT / GFP). Any H, W >= 1: padded to `size_multiple`
     and cropped back. Returns the unclamped (B, 1, H, W) fusion, head + the
-    configured output skip (`output_skip`: 2*x1 + 2*x2 as in the authors' code, max(x1, x2), or none).
+    configured output skip (`output_skip`: 2*x1 + 2*x2 as in the authors' code, max(x1, x2), the
+    two-scale rule, or none).
     """
 
     def __init__(self, config: FusionMambaConfig | None = None) -> None:
@@ -94,7 +96,7 @@ class FusionMamba(nn.Module):
         else:
             self.Cross_block = nn.ModuleList(DVSSFusion(d, cfg.dvss_d_state) for d in dims)
         self.apply(_init_weights)
-        if cfg.output_skip == "max":  # start as the max rule exactly; training learns the correction
+        if cfg.output_skip in ("max", "two_scale"):  # start as the rule exactly; training learns the correction
             nn.init.zeros_(self.final_conv.weight)
             nn.init.zeros_(self.final_conv.bias)
 
@@ -148,7 +150,14 @@ class FusionMamba(nn.Module):
             return head + x1 + x2 + x1 + x2  # the authors' HEAD adds both inputs twice, in this order
         if skip == "max":
             return head + torch.maximum(x1, x2)
+        if skip == "two_scale":
+            return head + two_scale_fusion(x1, x2, self.two_scale_params)
         return head
+
+    @property
+    def two_scale_params(self) -> TwoScaleParams:
+        """The parameters of the two-scale rule (the "two_scale" skip, and the loss' target)."""
+        return TwoScaleParams(base_sigma=self.config.two_scale_sigma, detail_gain=self.config.two_scale_gain)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -125,6 +125,35 @@ def load_pairs(data: Path, tasks: list[str], split: str) -> PairSet:
     return pairs
 
 
+HOLDOUT_SPLIT = "holdout"
+
+
+def holdout_mask(names: list[str], every: int) -> list[bool]:
+    """Which of one task's pairs (sorted by name) are held out: every `every`-th, starting with the
+    first; a task with `every` pairs or fewer holds out its last one (so each task is validated)."""
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    held = set(order[::every]) if len(names) > every else {order[-1]}
+    return [i in held for i in range(len(names))]
+
+
+def split_holdout(pairs: PairSet, every: int) -> tuple[PairSet, PairSet | None]:
+    """(training pairs, held-out validation pairs) carved from a train split, per task; every = 0
+    holds nothing out. The validation split the shipped weights were chosen on."""
+    if every <= 0:
+        return pairs, None
+    train, held = PairSet([], [], [], []), PairSet([], [], [], [])
+    for task in dict.fromkeys(pairs.tasks):
+        index = [i for i, t in enumerate(pairs.tasks) if t == task]
+        mask = holdout_mask([pairs.names[i] for i in index], every)
+        for i, is_held in zip(index, mask):
+            target = held if is_held else train
+            target.names.append(pairs.names[i])
+            target.tasks.append(task)
+            target.x1.append(pairs.x1[i])
+            target.x2.append(pairs.x2[i])
+    return train, held
+
+
 def batch_indices(step: int, batch_size: int, n_pairs: int, seed: int, rank: int = 0, world: int = 1) -> np.ndarray:
     """The pair indices this rank trains on at `step`: epochs of seeded permutations, sharded by rank."""
     global_batch = batch_size * world

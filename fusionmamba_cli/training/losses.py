@@ -1,4 +1,17 @@
-"""The paper's fusion losses (section 3.6, Eq. 9-12), on (B, 1, H, W) tensors in [0, 1].
+"""Training objectives (`train --loss NAME`), on (B, 1, H, W) tensors in [0, 1].
+
+`two-scale` (the default; what the shipped task weights were trained with): the output is pulled
+towards the two-scale rule T of `model/two_scale.py`, pixel, signed Sobel and SSIM terms,
+    L = |F - T| + 2 (|Sx F - Sx T| + |Sy F - Sy T|) + 0.5 (1 - SSIM(F, T))
+plus `vif_weight` times a differentiable VIF (the metric's vifp_mscale on 0..255 values) to reward
+what the metric rewards, and a penalty on values outside [0, 1] (they clip). The signed Sobel
+keeps edge orientation, which Qabf scores. Why not the paper's loss: its optimum is max(I1, I2)
+itself (BENCHMARKS.md, training rounds 3-4), which scores below the classical methods.
+
+`authors`: the authors' code (`loss.py`): 10 MSE(F, max) + 1 L1(|grad F|, max |grad I|)
++ 10 (1 - MS-SSIM), MS-SSIM averaged over the two sources.
+
+`paper`: the paper's losses (section 3.6, Eq. 9-12):
 
 L_total = a1 * L_int + a2 * L_text + a3 * L_ssim with
     L_int  = mean |F - max(I1, I2)|  or  mean (F - max(I1, I2))^2
@@ -14,10 +27,13 @@ texture and SSIM terms pull the output away from it (BENCHMARKS.md, training rou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from fusionmamba_cli.model.two_scale import TwoScaleParams, two_scale_fusion
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -103,3 +119,156 @@ def fusion_loss(fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor, weights
     if not terms:
         raise ValueError("all loss terms are switched off")
     return total, {name: value.detach() for name, value in terms.items()}
+
+
+LOSS_NAMES = ("two-scale", "paper", "authors")
+
+
+def sobel_xy(x: torch.Tensor) -> torch.Tensor:
+    """Signed Sobel responses (B, 2, H, W): horizontal then vertical, replicate border."""
+    kx = _SOBEL_X.to(x.device, x.dtype)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), torch.stack([kx, kx.t()])[:, None])
+
+
+def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor, data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean SSIM and contrast-structure term (11x11 Gaussian or smaller on tiny images, valid region)."""
+    size = min(11, *x.shape[-2:])
+    g = _gaussian_window(size, 1.5, x.device, x.dtype)
+    gh, gv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, gh), gv)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    cs = (2 * cov + c2) / (var_x + var_y + c2)
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return (luminance * cs).mean(), cs.mean()
+
+
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim_authors(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MS-SSIM as the authors' bundled `pytorch_msssim.msssim(..., normalize=True)` computes it:
+    5 scales (2x2 average pooling), each value mapped to (v + 1) / 2, and its product quirk
+    prod_i(cs_i^w_i * ssim_5^w_5) over the first four scales (so ssim_5 counts four times)."""
+    weights = torch.tensor(_MS_SSIM_WEIGHTS, device=x.device, dtype=x.dtype)
+    ssims, css = [], []
+    for level in range(len(_MS_SSIM_WEIGHTS)):
+        sim, cs = _ssim_and_cs(x, y, data_range=1.0)
+        ssims.append((sim + 1) / 2)
+        css.append((cs + 1) / 2)
+        if level < len(_MS_SSIM_WEIGHTS) - 1:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    cs_pow = torch.stack(css) ** weights
+    ssim_pow = torch.stack(ssims) ** weights
+    return torch.prod(cs_pow[:-1] * ssim_pow[-1])
+
+
+def authors_loss(fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The authors' `Fusionloss`: 10 (1 - MS-SSIM) + 10 MSE(F, max) + 1 L1 of the Sobel magnitudes."""
+    terms = {
+        "ssim": 0.5 * (1 - ms_ssim_authors(fused, i1)) + 0.5 * (1 - ms_ssim_authors(fused, i2)),
+        "int": F.mse_loss(fused, torch.maximum(i1, i2)),
+        "text": F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(i1), sobel_magnitude(i2))),
+    }
+    total = 10 * terms["ssim"] + 10 * terms["int"] + terms["text"]
+    return total, {name: value.detach() for name, value in terms.items()}
+
+
+_VIF_SIGMA_NSQ = 2.0
+_VIF_EPS = 1e-10
+
+
+def _vif_window(scale: int, device, dtype) -> torch.Tensor:
+    n = 2 ** (5 - scale) + 1
+    return _gaussian_window(n, n / 5.0, device, dtype)
+
+
+def _vif_scale_terms(ref: torch.Tensor, dist: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image numerator and denominator sums of one VIF scale (the metric's corrections, smooth
+    where the metric is: the masks only pick which formula applies)."""
+    gh, gv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, gh), gv)
+
+    mu1, mu2 = blur(ref), blur(dist)
+    s1 = (blur(ref * ref) - mu1 * mu1).clamp_min(0)
+    s2 = (blur(dist * dist) - mu2 * mu2).clamp_min(0)
+    s12 = blur(ref * dist) - mu1 * mu2
+    gain = s12 / (s1 + _VIF_EPS)
+    sv = s2 - gain * s12
+    low1, low2 = s1 < _VIF_EPS, s2 < _VIF_EPS
+    gain = torch.where(low1 | low2, torch.zeros_like(gain), gain)
+    sv = torch.where(low1, s2, torch.where(low2, torch.zeros_like(sv), sv))
+    s1 = torch.where(low1, torch.zeros_like(s1), s1)
+    negative = gain < 0
+    sv = torch.where(negative, s2, sv)
+    gain = torch.where(negative, torch.zeros_like(gain), gain)
+    sv = sv.clamp_min(_VIF_EPS)
+    num = torch.log10(1 + gain * gain * s1 / (sv + _VIF_SIGMA_NSQ)).sum(dim=(1, 2, 3))
+    den = torch.log10(1 + s1 / _VIF_SIGMA_NSQ).sum(dim=(1, 2, 3))
+    return num, den
+
+
+def vif_differentiable(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """Per-image multiscale pixel VIF of `dist` against `ref` ((B, 1, H, W) in [0, 1], scored on
+    0..255 values as the metric is), differentiable in `dist`."""
+    ref, dist = ref * 255.0, dist * 255.0
+    num = den = 0.0
+    for scale in range(1, 5):
+        g = _vif_window(scale, ref.device, ref.dtype)
+        if scale > 1:
+            gh, gv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
+            ref = F.conv2d(F.conv2d(ref, gh), gv)[..., ::2, ::2]
+            dist = F.conv2d(F.conv2d(dist, gh), gv)[..., ::2, ::2]
+        n, d = _vif_scale_terms(ref, dist, g)
+        num, den = num + n, den + d
+    return num / den.clamp_min(_VIF_EPS)
+
+
+def two_scale_loss(fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor, target: TwoScaleParams,
+                   vif_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The `two-scale` objective (module docstring): anchor to the rule T, optional VIF reward."""
+    with torch.no_grad():
+        t = two_scale_fusion(i1, i2, target)
+    terms = {
+        "int": (fused - t).abs().mean(),
+        "text": (sobel_xy(fused) - sobel_xy(t)).abs().mean() * 2,  # both directions: |Sx| + |Sy| averaged, x2
+        "ssim": 1 - ssim(fused, t),
+        "range": (F.relu(fused - 1) + F.relu(-fused)).mean(),
+    }
+    total = terms["int"] + 2 * terms["text"] + 0.5 * terms["ssim"] + 10 * terms["range"]
+    if vif_weight:
+        terms["vif"] = (vif_differentiable(i1, fused) + vif_differentiable(i2, fused)).mean()
+        total = total - vif_weight * terms["vif"]
+    return total, {name: value.detach() for name, value in terms.items()}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A named training objective with its settings: `objective(fused, i1, i2) -> (total, terms)`."""
+
+    name: str = "two-scale"
+    weights: LossWeights = LossWeights.parse("paper")
+    intensity_norm: str = "l2"
+    target: TwoScaleParams = TwoScaleParams()
+    vif_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in LOSS_NAMES:
+            raise ValueError(f"loss must be one of {', '.join(LOSS_NAMES)}, got {self.name!r}")
+        if not math.isfinite(self.vif_weight) or self.vif_weight < 0:
+            raise ValueError(f"the VIF weight must be a non-negative number, got {self.vif_weight}")
+
+    def __call__(self, fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        fused, i1, i2 = fused.float(), i1.float(), i2.float()
+        if self.name == "two-scale":
+            return two_scale_loss(fused, i1, i2, self.target, self.vif_weight)
+        if self.name == "authors":
+            return authors_loss(fused, i1, i2)
+        return fusion_loss(fused, i1, i2, self.weights, self.intensity_norm)

@@ -27,8 +27,9 @@ from fusionmamba_cli.errors import FusionMambaError, InvalidRequestError, is_out
 from fusionmamba_cli.imaging.io import write_bytes_atomic
 from fusionmamba_cli.model import FusionMamba, get_preset
 from fusionmamba_cli.model.compiled import CompiledForward
-from fusionmamba_cli.training.data import PairSet, load_pairs, make_batch
-from fusionmamba_cli.training.losses import LossWeights, fusion_loss
+from fusionmamba_cli.model.two_scale import TwoScaleParams
+from fusionmamba_cli.training.data import HOLDOUT_SPLIT, PairSet, load_pairs, make_batch, split_holdout
+from fusionmamba_cli.training.losses import LossWeights, Objective
 
 CHECKPOINT_NAME = "last.pt"
 FINAL_NAME = "final.safetensors"
@@ -48,8 +49,13 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 1e-4
     crop: int = 128
-    loss_weights: str = "10,10,1"
-    intensity_loss: str = "l1"
+    loss: str = "two-scale"
+    loss_weights: str = "1,1,10"
+    intensity_loss: str = "l2"
+    vif_weight: float = 0.0
+    target_sigma: float | None = None
+    target_gain: float | None = None
+    holdout_every: int = 0
     amp: bool = False
     seed: int = 0
     save_every: int = 500
@@ -146,7 +152,24 @@ def _build(config: TrainConfig) -> FusionMamba:
         state, model_config, _ = read_checkpoint(resolve_weights(config.init))
         return build_model(state, model_config, config.init)
     torch.manual_seed(config.seed)
-    return FusionMamba(get_preset(config.preset, **config.preset_overrides))
+    overrides = dict(config.preset_overrides)
+    if config.target_sigma:  # a new model's two-scale skip is the rule the loss targets
+        overrides["two_scale_sigma"] = config.target_sigma
+    if config.target_gain:
+        overrides["two_scale_gain"] = config.target_gain
+    return FusionMamba(get_preset(config.preset, **overrides))
+
+
+def _objective(config: TrainConfig, model: FusionMamba) -> Objective:
+    """The training objective; the two-scale target defaults to the model's own rule (its skip)."""
+    return Objective(
+        config.loss, LossWeights.parse(config.loss_weights), config.intensity_loss,
+        TwoScaleParams(
+            base_sigma=config.target_sigma or model.config.two_scale_sigma,
+            detail_gain=config.target_gain or model.config.two_scale_gain,
+        ),
+        config.vif_weight,
+    )
 
 
 def _validate(model: FusionMamba, pairs: PairSet, device: torch.device, limit: int) -> dict[str, float]:
@@ -191,11 +214,17 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
         out.mkdir(parents=True, exist_ok=True)
     if config.scan_backend:
         os.environ["FUSIONMAMBA_SCAN_BACKEND"] = config.scan_backend
-    weights = LossWeights.parse(config.loss_weights)
     pairs = load_pairs(Path(config.data), config.tasks, "train")
-    val_pairs = load_pairs(Path(config.data), config.tasks, config.val_split) if config.val_split else None
+    pairs, holdout = split_holdout(pairs, config.holdout_every)
+    if config.val_split == HOLDOUT_SPLIT:
+        if holdout is None:
+            raise TrainingError(f"--val {HOLDOUT_SPLIT} needs --holdout N (every N-th training pair held out)")
+        val_pairs = holdout
+    else:
+        val_pairs = load_pairs(Path(config.data), config.tasks, config.val_split) if config.val_split else None
 
     model = _build(config).to(device).train()
+    objective = _objective(config, model)
     for param in model.unused_parameters():  # never get a gradient; DDP requires them frozen
         param.requires_grad_(False)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
@@ -218,7 +247,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
         """Loss, its terms and fresh gradients for one batch."""
         with autocast:
             fused = forward(x1, x2)
-        loss, terms = fusion_loss(fused, x1, x2, weights, config.intensity_loss)
+        loss, terms = objective(fused, x1, x2)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         return loss, terms

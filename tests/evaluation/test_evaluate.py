@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fusionmamba_cli.evaluation import evaluate_fused_dir, resolve_metrics
-from fusionmamba_cli.metrics import METRIC_KEYS, load_grey, score_triplet
+from fusionmamba_cli.evaluation import EvaluationResult, best_per_metric, evaluate_defects, evaluate_fused_dir, resolve_metrics
+from fusionmamba_cli.metrics import DEFECT_KEYS, METRIC_KEYS, SCORE_KEYS, defect_figures, load_grey, score_triplet
 from tests.conftest import REPO, shared_path, smooth_image
 
 
@@ -57,10 +57,15 @@ def test_cli_json_for_a_fused_folder(tiny_split):
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
     assert payload["n"] == 2 and payload["task"] == "pet_mri" and payload["split"] == "test"
-    assert list(payload["mean"]) == list(METRIC_KEYS)
+    assert list(payload["mean"]) == list(SCORE_KEYS) == [*METRIC_KEYS, "clip", "grain", "grid"]
     assert payload["mean"]["MS-SSIM"] is None  # images under 161 px: not defined
     assert [row["name"] for row in payload["per_image"]] == ["s0", "s1"]
-    assert (tiny_split / "rows.csv").read_text().count("\n") == 3
+    # the defect figures are summarised by median and max over the images (issue 15's criteria)
+    assert list(payload["median"]) == list(payload["max"]) == list(DEFECT_KEYS)
+    grain = [row["grain"] for row in payload["per_image"]]
+    assert payload["median"]["grain"] == pytest.approx(np.median(grain)) and payload["max"]["grain"] == max(grain)
+    rows = (tiny_split / "rows.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].endswith(",FMI_pixel,clip,grain,grid")
 
 
 def test_cli_model_mode_and_compare(tiny_split, micro_weights):
@@ -100,6 +105,59 @@ def test_real_ct_mri_split_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
     assert payload["n"] == 2 and payload["mean"]["MS-SSIM"] is not None
+
+
+def test_defect_figures_of_a_fused_folder(tiny_split):
+    """evaluate_defects pairs like evaluate_fused_dir and gives defect_figures per image."""
+    root = tiny_split / "data"
+    result = evaluate_defects(root, "pet_mri", "test", tiny_split / "average")
+    assert result.metrics == list(DEFECT_KEYS) and result.n == 2 and result.missing == ["s2"]
+    a = load_grey(root / "pet_mri/test/mri/s1.png")
+    b = load_grey(root / "pet_mri/test/pet/s1.png")
+    f = load_grey(tiny_split / "average/s1.png")
+    assert {k: result.per_image[1][k] for k in DEFECT_KEYS} == defect_figures(a, b, f)
+    assert result.max()["grid"] == max(row["grid"] for row in result.per_image)
+    assert result.median()["clip"] == pytest.approx(np.median([row["clip"] for row in result.per_image]))
+    assert "median" not in evaluate_fused_dir(root, "pet_mri", "test", tiny_split / "average", ["SF"]).to_json()
+
+
+def test_defect_figures_are_not_ranked():
+    low = EvaluationResult("ct_mri", "test", "low", ["SF", "grid"], [{"name": "x", "SF": 1.0, "grid": 1.0}])
+    high = EvaluationResult("ct_mri", "test", "high", ["SF", "grid"], [{"name": "x", "SF": 2.0, "grid": 9.0}])
+    assert best_per_metric([low, high]) == {"SF": 1, "grid": None}
+
+
+def test_cli_selects_defect_figures_by_name(tiny_split):
+    assert resolve_metrics(["grid", "VIF", "clip"]) == ["VIF", "clip", "grid"]
+    proc = _cli("evaluate", "--task", "pet_mri", "--data", str(tiny_split / "data"), "--fused", str(tiny_split / "average"), "--metrics", "grain,clip,grid")
+    assert proc.returncode == 0, proc.stderr
+    for key in DEFECT_KEYS:
+        assert f"{key} (median / max)" in proc.stdout
+    assert "VIF" not in proc.stdout and "±" not in proc.stdout
+
+
+def test_defect_figures_of_real_pairs_match_the_reference_tool(tmp_path):
+    """A max(A, B) folder of three ct_mri test pairs: evaluate_defects vs shared/tools/artefacts.py."""
+    import importlib.util
+
+    tool = shared_path("tools", "artefacts.py")
+    data = shared_path("data")
+    spec = importlib.util.spec_from_file_location("artefacts_reference", tool)
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    fused = tmp_path / "max"
+    fused.mkdir()
+    names = ("37003", "37010", "37020")
+    for name in names:
+        a = load_grey(data / "ct_mri/test/ct" / f"{name}.png")
+        b = load_grey(data / "ct_mri/test/mri" / f"{name}.png")
+        Image.fromarray(np.maximum(a, b)).save(fused / f"{name}.png")
+    result = evaluate_defects(data, "ct_mri", "test", fused)
+    assert [row["name"] for row in result.per_image] == list(names)
+    for row in result.per_image:
+        ref = reference.figures(*(reference.grey(p) for p in (data / "ct_mri/test/ct" / f"{row['name']}.png", data / "ct_mri/test/mri" / f"{row['name']}.png", fused / f"{row['name']}.png")))
+        assert abs(row["clip"] - ref["clip"]) <= 1e-6
+        assert row["grain"] == pytest.approx(ref["grain"], rel=1e-6) and row["grid"] == pytest.approx(ref["grid"], rel=1e-6)
 
 
 def _evaluate(capsys, *args):

@@ -207,6 +207,20 @@ def test_two_process_ddp_ranks_end_identical(data_root, tmp_path):
     assert (out / "final.safetensors").is_file()
 
 
+def test_holdout_validation_scores_pairs_carved_from_train(data_root, tmp_path):
+    train(_config(data_root, tmp_path / "run", steps=2, holdout_every=2, val_split="holdout", val_every=2, preset="micro"))
+    records = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert any(r.get("val_split") == "holdout" and "VIF" in r for r in records)
+    with pytest.raises(Exception, match="--holdout"):
+        train(_config(data_root, tmp_path / "run2", steps=1, val_split="holdout"))
+
+
+def test_each_loss_name_trains_and_is_recorded(data_root, tmp_path):
+    for name in ("paper", "authors"):
+        train(_config(data_root, tmp_path / name, steps=1, loss=name))
+        assert torch.load(tmp_path / name / "last.pt", weights_only=True)["train_config"]["loss"] == name
+
+
 def _train_cli(capsys, data: Path, out: Path, *args):
     from tests.cli.helpers import run_cli
 

@@ -1,0 +1,64 @@
+"""The two-scale rule and the network's two_scale output skip."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fusionmamba_cli.model import FusionMamba, get_preset
+from fusionmamba_cli.model.two_scale import TwoScaleParams, gaussian_blur, two_scale_fusion
+
+
+def _blur_cv2(x: np.ndarray, sigma: float) -> np.ndarray:
+    radius = max(1, int(np.ceil(3 * sigma)))
+    return cv2.GaussianBlur(x, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+def _rule_numpy(a: np.ndarray, b: np.ndarray, p: TwoScaleParams) -> np.ndarray:
+    """The rule written out with OpenCV, independently of the torch code."""
+    base_a, base_b = _blur_cv2(a, p.base_sigma), _blur_cv2(b, p.base_sigma)
+    da, db = a - base_a, b - base_b
+    choice = (_blur_cv2(da * da, p.energy_sigma) > _blur_cv2(db * db, p.energy_sigma)).astype(np.float64)
+    w = _blur_cv2(choice, p.weight_sigma)
+    return np.clip(np.maximum(base_a, base_b) + p.detail_gain * (w * da + (1 - w) * db), 0, 1)
+
+
+@pytest.mark.parametrize("sigma,gain", [(2.0, 1.0), (4.0, 1.1), (8.0, 1.0)])
+def test_rule_matches_an_opencv_reading_of_the_formula(sigma, gain):
+    rng = np.random.default_rng(0)
+    a = cv2.GaussianBlur(rng.random((70, 90)), (0, 0), 2)
+    b = rng.random((70, 90)) * 0.5 + np.linspace(0, 0.5, 90)[None]
+    p = TwoScaleParams(base_sigma=sigma, detail_gain=gain)
+    got = two_scale_fusion(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None], p)[0, 0].numpy()
+    np.testing.assert_allclose(got, _rule_numpy(a, b, p), atol=1e-9)
+
+
+def test_rule_keeps_a_source_where_the_other_is_flat():
+    rng = np.random.default_rng(1)
+    a = torch.from_numpy(0.3 + 0.2 * rng.random((1, 1, 64, 64)))
+    flat = torch.full_like(a, 0.1)  # darker and detail-free: the fusion is A itself
+    np.testing.assert_allclose(two_scale_fusion(a, flat).numpy(), a.numpy(), atol=1e-6)
+
+
+def test_blur_handles_crops_smaller_than_the_kernel():
+    x = torch.rand(2, 1, 5, 7)
+    out = gaussian_blur(x, 8.0)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert float(out.std()) < float(x.std())
+
+
+def test_untrained_two_scale_network_is_the_rule_and_its_params_travel():
+    torch.manual_seed(0)
+    config = get_preset("compact-two-scale", two_scale_sigma=8.0, two_scale_gain=1.1)
+    model = FusionMamba(config).eval()
+    a, b = torch.rand(1, 1, 40, 56), torch.rand(1, 1, 40, 56)
+    with torch.no_grad():
+        out = model(a, b)
+    expected = two_scale_fusion(a, b, TwoScaleParams(base_sigma=8.0, detail_gain=1.1))
+    assert torch.equal(out, expected)
+    assert type(config).from_json(config.to_json()) == config
+
+
+def test_two_scale_params_must_be_positive():
+    with pytest.raises(ValueError, match="two_scale"):
+        get_preset("compact-two-scale", two_scale_sigma=0.0)
