@@ -24,7 +24,8 @@ class FusionMambaConfig:
     use 16 whatever `d_state` says (`dvss_d_state` keeps that quirk explicit).
     `block`, `fusion`, `use_dfem`, `use_cmfm` are the paper's Table 7 ablations. `output_skip` is what
     the output adds to the head (OUTPUT_SKIPS); it has no parameters, and files without it are "authors".
-    `two_scale_sigma` / `two_scale_gain` are the base blur and detail gain of the "two_scale" skip.
+    `two_scale_sigma` / `two_scale_gain` / `two_scale_floor` are the base blur, detail gain and halo
+    floor of the "two_scale" skip (`model/two_scale.py`).
     """
 
     dims: tuple[int, ...] = (96, 192, 384, 768)
@@ -42,6 +43,7 @@ class FusionMambaConfig:
     output_skip: str = "authors"
     two_scale_sigma: float = 4.0
     two_scale_gain: float = 1.0
+    two_scale_floor: float = 0.3
     patch_size: int = field(default=4, repr=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +64,8 @@ class FusionMambaConfig:
             raise ValueError(f"output_skip must be one of {OUTPUT_SKIPS}, got {self.output_skip!r}")
         if self.two_scale_sigma <= 0 or self.two_scale_gain <= 0:
             raise ValueError(f"two_scale_sigma and two_scale_gain must be positive, got {self.two_scale_sigma}, {self.two_scale_gain}")
+        if not 0 <= self.two_scale_floor < 1:
+            raise ValueError(f"two_scale_floor must be in [0, 1), got {self.two_scale_floor}")
         if self.patch_size != 4:
             raise ValueError("only patch_size=4 works end to end (the head always upsamples x4)")
 

@@ -157,7 +157,8 @@ class FusionMamba(nn.Module):
     @property
     def two_scale_params(self) -> TwoScaleParams:
         """The parameters of the two-scale rule (the "two_scale" skip, and the loss' target)."""
-        return TwoScaleParams(base_sigma=self.config.two_scale_sigma, detail_gain=self.config.two_scale_gain)
+        cfg = self.config
+        return TwoScaleParams(base_sigma=cfg.two_scale_sigma, detail_gain=cfg.two_scale_gain, floor=cfg.two_scale_floor)
 
 
 def _init_weights(module: nn.Module) -> None:

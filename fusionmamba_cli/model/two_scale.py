@@ -1,10 +1,12 @@
 """A classical two-scale fusion rule in torch: the base of the fused image is the brighter of the two
 blurred sources, the detail is each pixel's stronger source detail, slightly amplified.
 
-    T = clip(max(G_s*A, G_s*B) + g * (w * (A - G_s*A) + (1 - w) * (B - G_s*B)), 0, 1)
+    T = clip(max(G_s*A, G_s*B) + g * (w * (A - G_s*A) + (1 - w) * (B - G_s*B)), f * max(A, B), 1)
 
 G_s is a Gaussian blur of sigma s; w is 1 where A has the higher local detail energy (a Gaussian of
-sigma 2 over the squared detail), softened by a sigma-1 blur so that the choice has no hard seams.
+sigma 2 over the squared detail), softened by a sigma-1 blur so that the choice has no hard seams. The floor f limits halos: where
+one source has a strong edge next to the other's flat content (a CT skull beside MRI tissue), the
+selected detail would push T to black; no pixel gets darker than f times the brighter source.
 It is the starting point of the network's `two_scale` output skip (the head learns a correction)
 and the anchor of the `two-scale` training loss. Every operation is differentiable and shape-agnostic.
 """
@@ -20,10 +22,11 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class TwoScaleParams:
-    """Base blur sigma (pixels), detail gain and the detail-energy window's sigma."""
+    """Base blur sigma (pixels), detail gain, halo floor and the detail-energy window's sigma."""
 
     base_sigma: float = 4.0
     detail_gain: float = 1.0
+    floor: float = 0.3
     energy_sigma: float = 2.0
     weight_sigma: float = 1.0
 
@@ -58,4 +61,6 @@ def two_scale_fusion(a: torch.Tensor, b: torch.Tensor, params: TwoScaleParams = 
     detail_a, detail_b = a - base_a, b - base_b
     w = detail_weight(detail_a, detail_b, params)
     fused = torch.maximum(base_a, base_b) + params.detail_gain * (w * detail_a + (1 - w) * detail_b)
+    if params.floor > 0:
+        fused = torch.maximum(fused, params.floor * torch.maximum(a, b))
     return fused.clamp(0, 1) if clamp else fused

@@ -167,6 +167,7 @@ def _objective(config: TrainConfig, model: FusionMamba) -> Objective:
         TwoScaleParams(
             base_sigma=config.target_sigma or model.config.two_scale_sigma,
             detail_gain=config.target_gain or model.config.two_scale_gain,
+            floor=model.config.two_scale_floor,
         ),
         config.vif_weight,
     )

@@ -20,15 +20,16 @@ def _rule_numpy(a: np.ndarray, b: np.ndarray, p: TwoScaleParams) -> np.ndarray:
     da, db = a - base_a, b - base_b
     choice = (_blur_cv2(da * da, p.energy_sigma) > _blur_cv2(db * db, p.energy_sigma)).astype(np.float64)
     w = _blur_cv2(choice, p.weight_sigma)
-    return np.clip(np.maximum(base_a, base_b) + p.detail_gain * (w * da + (1 - w) * db), 0, 1)
+    fused = np.maximum(base_a, base_b) + p.detail_gain * (w * da + (1 - w) * db)
+    return np.clip(np.maximum(fused, p.floor * np.maximum(a, b)), 0, 1)
 
 
-@pytest.mark.parametrize("sigma,gain", [(2.0, 1.0), (4.0, 1.1), (8.0, 1.0)])
-def test_rule_matches_an_opencv_reading_of_the_formula(sigma, gain):
+@pytest.mark.parametrize("sigma,gain,floor", [(2.0, 1.0, 0.0), (4.0, 1.1, 0.3), (8.0, 1.0, 0.5)])
+def test_rule_matches_an_opencv_reading_of_the_formula(sigma, gain, floor):
     rng = np.random.default_rng(0)
     a = cv2.GaussianBlur(rng.random((70, 90)), (0, 0), 2)
     b = rng.random((70, 90)) * 0.5 + np.linspace(0, 0.5, 90)[None]
-    p = TwoScaleParams(base_sigma=sigma, detail_gain=gain)
+    p = TwoScaleParams(base_sigma=sigma, detail_gain=gain, floor=floor)
     got = two_scale_fusion(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None], p)[0, 0].numpy()
     np.testing.assert_allclose(got, _rule_numpy(a, b, p), atol=1e-9)
 
@@ -62,3 +63,15 @@ def test_untrained_two_scale_network_is_the_rule_and_its_params_travel():
 def test_two_scale_params_must_be_positive():
     with pytest.raises(ValueError, match="two_scale"):
         get_preset("compact-two-scale", two_scale_sigma=0.0)
+
+
+def test_floor_stops_the_halo_beside_a_strong_edge():
+    """A bright block in A (CT bone) beside mid-grey, flat B (MRI tissue): A's detail just outside
+    the block is strongly negative and would crush B's tissue to black without the floor."""
+    a = torch.zeros(1, 1, 48, 48)
+    a[..., :, :20] = 1.0
+    b = torch.full_like(a, 0.3)
+    crushed = two_scale_fusion(a, b, TwoScaleParams(floor=0.0))
+    kept = two_scale_fusion(a, b, TwoScaleParams(floor=0.3))
+    assert float(crushed[..., 20:24].min()) < 1e-6  # black next to the block, though B is 0.3 there
+    assert float(kept.min()) >= 0.3 * 0.3 - 1e-6
