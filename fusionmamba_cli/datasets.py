@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 from fusionmamba_cli.errors import DataLayoutError
-from fusionmamba_cli.imaging.io import IMAGE_SUFFIXES
+from fusionmamba_cli.fusion.pairs import images_by_stem  # the one pairing rule, shared with fuse
 from fusionmamba_cli.tasks import get_task
+
+__all__ = ["DATA_ENV", "default_data_root", "images_by_stem", "list_split_pairs", "split_dir"]
 
 DATA_ENV = "FUSIONMAMBA_DATA"
 
@@ -28,13 +30,9 @@ def split_dir(root: Path, task: str, split: str) -> Path:
     return path
 
 
-def images_by_stem(folder: Path) -> dict[str, Path]:
-    """The image files of a folder (not hidden, not recursive) keyed by file stem."""
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
-
-
 def list_split_pairs(root: Path, task: str, split: str) -> list[tuple[str, Path, Path]]:
-    """(name, first, second) in the task's (user) order, for names present in both modality folders."""
+    """(name, first, second) in the task's (user) order, for names present in both modality folders
+    (paired as `fuse` pairs two folders: `fusion.pairs.images_by_stem`)."""
     base = split_dir(root, task, split)
     folders = [base / modality for modality in get_task(task).modalities]
     for folder in folders:

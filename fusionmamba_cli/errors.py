@@ -9,7 +9,12 @@ class FusionMambaError(Exception):
     """Base of every error this package raises on purpose."""
 
 
-class WeightsNotFoundError(FusionMambaError, FileNotFoundError):
+class InvalidRequestError(FusionMambaError):
+    """What was asked for cannot be done as asked (an unknown weights name, a missing data root, a run
+    folder in the wrong state): the caller's mistake, not a failure of the work. The CLI exits 2."""
+
+
+class WeightsNotFoundError(InvalidRequestError, FileNotFoundError):
     """A weights name or path that resolves to no file."""
 
 
@@ -29,7 +34,7 @@ class PairMismatchError(FusionMambaError, ValueError):
     """Two sources that cannot be fused together (e.g. different sizes without --resize)."""
 
 
-class DataLayoutError(FusionMambaError, FileNotFoundError):
+class DataLayoutError(InvalidRequestError, FileNotFoundError):
     """A data root / task split that is missing or not laid out as ROOT/<task>/<split>/<modality>/."""
 
 

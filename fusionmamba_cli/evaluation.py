@@ -80,13 +80,16 @@ class EvaluationResult:
 
 
 def resolve_metrics(names: Sequence[str] | None) -> list[str]:
-    """Validated keys in canonical order: the 14 metrics, then clip, grain, grid (all for None)."""
+    """Validated keys in canonical order: the 14 metrics, then clip, grain, grid (all for None);
+    names in any case."""
     if not names:
         return list(SCORE_KEYS)
-    unknown = [n for n in names if n not in SCORE_KEYS]
+    by_folded = {key.casefold(): key for key in SCORE_KEYS}
+    unknown = [n for n in names if n.casefold() not in by_folded]
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(SCORE_KEYS)}")
-    return [k for k in SCORE_KEYS if k in names]
+    wanted = {by_folded[n.casefold()] for n in names}
+    return [k for k in SCORE_KEYS if k in wanted]
 
 
 def _fused_files(folder: Path) -> dict[str, Path]:

@@ -31,6 +31,8 @@ TASKS: dict[str, Task] = {
 # Without --task: the first input plays IR/CT/GFP (x2), the second visible/MRI/PC (x1), as in three
 # of the five tasks; when both are colour the second's chroma is kept.
 GENERIC = Task("generic", ("a", "b"), x1_index=1, colour_index=1)
+# The modalities that come in colour (visible may also be grey); the others are always grey.
+COLOUR_MODALITIES = frozenset({"vis", "pet", "spect", "gfp"})
 TASK_NAMES = tuple(TASKS)
 
 
@@ -42,3 +44,19 @@ def get_task(name: str | None) -> Task:
         return TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
+
+
+def order_warning(task: Task, first_colour: bool, second_colour: bool) -> str | None:
+    """A warning when the inputs' colours contradict the task's order (e.g. PET given first for
+    pet_mri, or a colour PET image under ct_mri); None when they fit or cannot tell."""
+    if task is GENERIC or not (first_colour or second_colour):
+        return None
+    order = " then ".join(task.modalities)
+    slots = [i for i, modality in enumerate(task.modalities) if modality in COLOUR_MODALITIES]
+    if not slots:
+        which = "both inputs are" if first_colour and second_colour else f"the {'first' if first_colour else 'second'} input is"
+        return f"{task.name} takes two grey images ({order}) but {which} colour: a PET/SPECT/GFP pair needs its own --task"
+    if first_colour and second_colour or (0 if first_colour else 1) in slots:
+        return None
+    colour = task.modalities[slots[0]]
+    return f"inputs look swapped: {task.name} takes {order} ({colour} in colour), but the {'first' if first_colour else 'second'} input is the colour one"

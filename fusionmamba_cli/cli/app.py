@@ -7,6 +7,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from fusionmamba_cli import __version__
 from fusionmamba_cli.cli import (
@@ -19,7 +20,7 @@ from fusionmamba_cli.cli import (
     weights_cmd,
 )
 from fusionmamba_cli.cli.common import UsageError, console
-from fusionmamba_cli.errors import FusionMambaError
+from fusionmamba_cli.errors import FusionMambaError, InvalidRequestError
 
 app = typer.Typer(
     name="fusionmamba",
@@ -27,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # Click's plain help wraps every word; Rich's panels cut long names at 80 columns
 )
 
 
@@ -73,8 +75,8 @@ def main() -> None:
     except FusionMambaError as exc:
         if os.environ.get("FUSIONMAMBA_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {exc}")
-        sys.exit(1)
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(2 if isinstance(exc, InvalidRequestError) else 1)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         sys.exit(130)

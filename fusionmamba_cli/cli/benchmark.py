@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from enum import Enum
 from typing import Annotated
 
 import typer
@@ -16,7 +15,9 @@ from fusionmamba_cli.cli.common import (
     CompileOpt,
     CudaGraphsOpt,
     DeviceOpt,
+    DTypeName,
     JsonOpt,
+    PresetName,
     ScanBackendOpt,
     UsageError,
     WeightsOpt,
@@ -26,12 +27,6 @@ from fusionmamba_cli.cli.common import (
     stdout,
 )
 from fusionmamba_cli.model import list_presets
-
-
-class DTypeName(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -119,8 +114,8 @@ def render(report: dict) -> None:
 
 def benchmark_command(
     preset: Annotated[
-        str | None,
-        typer.Option("--preset", "-p", help=f"Network preset, random init (default compact): {', '.join(list_presets())}."),
+        PresetName | None,
+        typer.Option("--preset", "-p", metavar="PRESET", help=f"Network preset, random init (default compact): {', '.join(list_presets())}."),
     ] = None,
     weights: WeightsOpt = None,
     size: Annotated[
@@ -129,7 +124,7 @@ def benchmark_command(
     ] = None,
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Pairs per network call.")] = 1,
     device: DeviceOpt = "auto",
-    dtype: Annotated[DTypeName, typer.Option("--dtype", help="Weights and inputs dtype (the scan runs in fp32).")] = DTypeName.fp32,
+    dtype: Annotated[DTypeName, typer.Option("--dtype", help="Weights and inputs dtype (the scan runs in fp32).")] = DTypeName("fp32"),
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls per size (at least one always runs).")] = 3,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed calls per size.")] = 10,
     flops_only: Annotated[bool, typer.Option("--flops-only", help="Count parameters and FLOPs only (instant, any size).")] = False,
@@ -141,11 +136,9 @@ def benchmark_command(
     """Measure the model's cost: parameters, GFLOPs (incl. the scan), latency, pairs/s, peak memory."""
     if preset and weights:
         raise UsageError("give --preset or --weights, not both")
-    if preset and preset not in list_presets():
-        raise UsageError(f"--preset {preset!r}: choose one of {', '.join(list_presets())}")
     sizes = [parse_size(s) for s in (size or ["256"])]
     dev = resolve_device(device)
-    model, label = benchmarking.build_model(preset=preset, weights=weights, device=dev, dtype=dtype.value,
+    model, label = benchmarking.build_model(preset=preset.value if preset else None, weights=weights, device=dev, dtype=dtype.value,
                                             scan_backend=scan_backend_value(scan_backend))
 
     def progress(hw: tuple[int, int]) -> None:

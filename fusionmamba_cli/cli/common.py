@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from enum import Enum
 from typing import Annotated
 
@@ -10,14 +12,27 @@ import typer
 from rich.console import Console
 
 from fusionmamba_cli.ops.selective_scan import BACKEND_NAMES
+from fusionmamba_cli.benchmarking import DTYPES
+from fusionmamba_cli.devices import DeviceError, pick_device
+from fusionmamba_cli.fusion.pipeline import NORMALIZE_MODES
+from fusionmamba_cli.model import list_presets
 from fusionmamba_cli.tasks import TASK_NAMES
 
 # Human-facing output goes to stderr so stdout stays clean for --json and pipelines.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
-TaskName = Enum("TaskName", {name: name for name in TASK_NAMES}, type=str)  # type: ignore[misc]
-ScanBackendName = Enum("ScanBackendName", {name: name for name in BACKEND_NAMES}, type=str)  # type: ignore[misc]
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """A str Enum of one of the library's closed sets, for a Typer option: the set is defined once,
+    in the library, and the command line offers exactly it."""
+    return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
+
+
+TaskName = choices("TaskName", TASK_NAMES)
+PresetName = choices("PresetName", list_presets())
+NormalizeName = choices("NormalizeName", NORMALIZE_MODES)
+DTypeName = choices("DTypeName", DTYPES)
+ScanBackendName = choices("ScanBackendName", BACKEND_NAMES)
 
 
 TaskOpt = Annotated[
@@ -51,6 +66,16 @@ CompileOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads for the network. Default: $OMP_NUM_THREADS, else the usable CPUs minus the "
+        "1-minute load average (at least 1): on a busy machine extra threads only wait.",
+        show_default=False,
+    ),
+]
 
 
 class UsageError(Exception):
@@ -58,22 +83,11 @@ class UsageError(Exception):
 
 
 def resolve_device(device: str) -> torch.device:
-    """`auto` -> cuda if present else cpu; validate explicit choices."""
-    choice = device.strip().lower()
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The library's one device rule (`devices.pick_device`), its errors as usage errors."""
     try:
-        dev = torch.device(choice)
-    except RuntimeError:
-        raise UsageError(f"--device {device!r}: not a device (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif dev.type != "cpu":
-        raise UsageError(f"--device {device!r}: only cpu and cuda are supported")
-    return dev
+        return pick_device(device)
+    except DeviceError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def scan_backend_value(backend: ScanBackendName | None) -> str | None:

@@ -3,15 +3,14 @@ sharded across the ranks (each writes its own outputs, rank 0 prints the summary
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
 import sys
-import tempfile
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -31,10 +30,11 @@ from fusionmamba_cli.cli.common import (
     CompileOpt,
     CudaGraphsOpt,
     DeviceOpt,
-    JsonOpt,
+    NormalizeName,
     QuietOpt,
     ScanBackendOpt,
     TaskOpt,
+    ThreadsOpt,
     UsageError,
     WeightsOpt,
     scan_backend_value,
@@ -42,23 +42,19 @@ from fusionmamba_cli.cli.common import (
     resolve_device,
     task_value,
 )
-from fusionmamba_cli.errors import FusionMambaError
-from fusionmamba_cli.fusion.batch import PairOutcome, fuse_pairs, output_path_for
-from fusionmamba_cli.fusion.pairs import ImagePair, match_pairs
+from fusionmamba_cli.cli.progress import PlainProgress
+from fusionmamba_cli.fusion.batch import PairOutcome, fuse_directory
+from fusionmamba_cli.fusion.plan import BatchPlan, BatchPlanError, plan_batch
 from fusionmamba_cli.fusion.pipeline import (
     DEFAULT_TILE_OVERLAP,
     MAX_PIXELS_ENV,
     Fuser,
     parse_pixels,
 )
-from fusionmamba_cli.imaging.io import IMAGE_SUFFIXES
+from fusionmamba_cli.threads import set_threads
 
 EXIT_SIGPIPE = 141  # what a shell reports for a writer whose reader went away
-
-
-class Normalize(str, Enum):
-    none = "none"
-    minmax = "minmax"
+EXIT_INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
 
 
 class _StdoutClosed(Exception):
@@ -81,71 +77,6 @@ def _usage(message: object) -> UsageError:
 
 def _error_line(text: object) -> None:
     console.print(f"[red]error:[/red] {escape(printable(text))}")
-
-
-def _missing(path: Path) -> str:
-    if path.is_symlink():
-        try:
-            path.stat()
-        except OSError as exc:
-            return f"{path}: {'symbolic link loop' if exc.errno == errno.ELOOP else 'broken symbolic link'}"
-    return f"{path}: no such file or directory"
-
-
-def _check_writable(directory: Path) -> None:
-    """Refuse up front an output folder we cannot write (read-only file system, permissions): one
-    error instead of one failure per pair."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".fusionmamba-probe.", suffix=".part", dir=directory)
-    except OSError as exc:
-        raise _usage(f"{directory}: output directory is not writable ({exc.strerror or exc})") from None
-    os.close(fd)
-    try:
-        os.unlink(probe)
-    except OSError:
-        pass
-
-
-def _plan(first: Path, second: Path, output: Path, ext: str | None) -> tuple[list[tuple[ImagePair, Path]], list[Path], bool]:
-    """(pair, output) items, unmatched files, and whether this is directory mode."""
-    for source in (first, second):
-        if not source.exists():
-            raise _usage(_missing(source))
-    if first.is_dir() != second.is_dir():
-        raise _usage(f"{first} and {second}: give two files or two directories, not one of each")
-    if not first.is_dir():
-        if output.is_dir():
-            raise _usage(f"{output}: is a directory; give an output file name for a single pair")
-        if output.suffix.lower() not in IMAGE_SUFFIXES:
-            raise _usage(f"{output}: unsupported output format (use {', '.join(IMAGE_SUFFIXES)})")
-        parent = output.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _usage(f"{parent}: cannot create output directory ({exc.strerror or exc})") from None
-        _check_writable(parent)
-        return [(ImagePair(output.stem, first, second), output)], [], False
-    suffix = "." + (ext or "png").lower().lstrip(".")
-    if suffix not in IMAGE_SUFFIXES:
-        raise _usage(f"--ext {ext}: unsupported output format (use {', '.join(IMAGE_SUFFIXES)})")
-    if output.exists() and not output.is_dir():
-        raise _usage(f"{output}: exists and is not a directory")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _usage(f"{output}: cannot create output directory ({exc.strerror or exc})") from None
-    _check_writable(output)
-    try:
-        pairs, unmatched = match_pairs(first, second)
-    except OSError as exc:
-        raise _usage(f"{exc.filename or first}: cannot list directory ({exc.strerror or exc})") from None
-    items = []
-    for pair in pairs:
-        try:
-            items.append((pair, output_path_for(pair, output, suffix)))
-        except FusionMambaError as exc:  # cannot happen for names read from a directory; be safe
-            raise _usage(str(exc)) from None
-    return items, unmatched, True
 
 
 def _max_pixels(value: str | None) -> int | None:
@@ -186,9 +117,9 @@ def fuse_command(
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Pairs per network call (directories).")] = 1,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them, so a batch resumes).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs in an output directory (default: skip them, so a batch resumes). A single output file is always replaced.")] = False,
     resize: Annotated[bool, typer.Option("--resize", help="Resize the smaller source to the larger when sizes differ.")] = False,
-    normalize: Annotated[Normalize, typer.Option("--normalize", help="minmax: stretch each output to [0, 1] like the authors' test script.")] = Normalize.none,
+    normalize: Annotated[NormalizeName, typer.Option("--normalize", help="minmax: stretch each output to [0, 1] like the authors' test script.")] = NormalizeName("none"),
     ext: Annotated[str | None, typer.Option("--ext", help="Output format for directories (png, jpg, tif, bmp). Default png.")] = None,
     tile: Annotated[int | None, typer.Option("--tile", min=32, help="Fuse images larger than this in tiles of this size (default: automatic above --max-pixels).")] = None,
     tile_overlap: Annotated[int, typer.Option("--tile-overlap", min=0, help="Tile overlap in pixels, blended.")] = DEFAULT_TILE_OVERLAP,
@@ -203,7 +134,8 @@ def fuse_command(
     scan_backend: ScanBackendOpt = None,
     cuda_graphs: CudaGraphsOpt = True,
     compiled: CompileOpt = False,
-    json_output: JsonOpt = False,
+    threads: ThreadsOpt = None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON Lines on stdout: one object per pair (name, output, status, seconds), nothing else. Read it with `python -m json.tool --json-lines`.")] = False,
     quiet: QuietOpt = False,
 ) -> int:
     """Fuse a registered pair, or every pair of two directories matched by file stem.
@@ -212,71 +144,79 @@ def fuse_command(
     processes (one GPU each on a CUDA machine); rank 0 prints the summary.
     """
     pixels_budget = _max_pixels(max_pixels)
-    _, world, local_rank = distributed.env_ranks()
-    dev = resolve_device(device)
-    if world > 1 and dev.type == "cuda" and device.strip().lower() in ("auto", "cuda"):
-        dev = resolve_device(f"cuda:{local_rank}")
+    set_threads(threads)
+    dev = resolve_device(device)  # under torchrun: this rank's GPU
     rank, world, _ = distributed.init_distributed(backend="nccl" if dev.type == "cuda" else "gloo")
     try:
         with _terminate_as_interrupt():
-            return _fuse(
-                first, second, output, task_value(task), weights, dev, batch_size, overwrite, resize,
-                normalize.value, ext, tile, tile_overlap, pixels_budget, cuda_graphs, compiled, json_output, quiet, rank,
-                world, scan_backend=scan_backend_value(scan_backend),
-            )
+            plan = _plan(first, second, output, ext, main=rank == 0)
+            model = load_model(weights or default_weights_for(task_value(task)), device=dev, scan_backend=scan_backend_value(scan_backend))
+            try:
+                fuser = Fuser(model, task=task_value(task), device=dev, normalize=normalize.value, tile=tile,
+                              tile_overlap=tile_overlap, max_pixels=pixels_budget, cuda_graphs=cuda_graphs, compiled=compiled)
+            except ValueError as exc:  # a bad FUSIONMAMBA_MAX_PIXELS
+                raise _usage(str(exc)) from None
+            if rank == 0 and not json_output:
+                _warn_about_listing(plan, first, second)
+            return _fuse(fuser, plan, overwrite=overwrite, resize=resize, batch_size=batch_size,
+                         json_output=json_output, quiet=quiet, rank=rank, world=world)
     finally:
         distributed.cleanup()
 
 
-def _fuse(first, second, output, task, weights, dev, batch_size, overwrite, resize, normalize, ext, tile,
-          tile_overlap, pixels_budget, cuda_graphs, compiled, json_output, quiet, rank, world, *,
-          scan_backend: str | None = None) -> int:
-    main = rank == 0
-    # Rank 0 lists the folders and every rank gets that one list, so shards never overlap or miss.
-    plan: tuple | UsageError | None = None
-    if main:
-        try:
-            plan = _plan(first, second, output, ext)
-        except UsageError as exc:
-            plan = exc
-    plan = distributed.broadcast_from_rank0(plan)
-    if isinstance(plan, UsageError):
+def _plan(first: Path, second: Path, output: Path, ext: str | None, *, main: bool) -> BatchPlan:
+    """The library's plan; its errors as one usage line from rank 0 (the other ranks exit 2 quietly)."""
+    try:
+        return plan_batch(first, second, output, ext=ext)
+    except BatchPlanError as exc:
         if main:
-            raise plan
-        sys.exit(2)  # rank 0 prints the error
-    items, unmatched, directory_mode = plan
-    mine = distributed.shard(items, rank, world)
-    name = weights or default_weights_for(task)
-    model = load_model(name, device=dev, scan_backend=scan_backend)
-    try:
-        fuser = Fuser(model, task=task, device=dev, normalize=normalize, tile=tile, tile_overlap=tile_overlap,
-                      max_pixels=pixels_budget, cuda_graphs=cuda_graphs, compiled=compiled)
-    except ValueError as exc:  # a bad FUSIONMAMBA_MAX_PIXELS
-        raise _usage(str(exc)) from None
-    show = not quiet and not json_output and main
-    if main and unmatched and not json_output:
-        listed = ", ".join(printable(p.name) for p in unmatched[:10]) + (" ..." if len(unmatched) > 10 else "")
-        console.print(f"[yellow]warning:[/yellow] {len(unmatched)} file(s) without a partner: {escape(listed)}")
-    if main and directory_mode and not items:
+            raise _usage(str(exc)) from None
+        sys.exit(2)
+
+
+def _warn_about_listing(plan: BatchPlan, first: Path, second: Path) -> None:
+    if plan.unmatched:
+        listed = ", ".join(printable(p.name) for p in plan.unmatched[:10]) + (" ..." if len(plan.unmatched) > 10 else "")
+        console.print(f"[yellow]warning:[/yellow] {len(plan.unmatched)} file(s) without a partner: {escape(listed)}")
+    if plan.directory_mode and not plan.items:
         console.print(f"[yellow]warning:[/yellow] no matching pairs in {escape(printable(first))} and {escape(printable(second))}")
+
+
+def _fuse(fuser: Fuser, plan: BatchPlan, *, overwrite: bool, resize: bool, batch_size: int, json_output: bool,
+          quiet: bool, rank: int, world: int) -> int:
+    """Run the plan with this command's progress, JSON lines and interrupt handling; the exit code."""
+    show = not quiet and not json_output and rank == 0 and plan.directory_mode
     label = "fusing" if world == 1 else f"fusing (rank 0 of {world})"
+    tally = _Tally(total=len(plan.shard(rank, world)))
     try:
-        outcomes = _run(fuser, mine, overwrite, resize, batch_size, json_output, show and directory_mode, label)
+        outcomes = _run(fuser, plan, overwrite, resize, batch_size, json_output, show, label, tally)
     except _StdoutClosed:
         return EXIT_SIGPIPE
-    gathered = distributed.gather_to_rank0(outcomes)
-    code = 0
-    if main:
-        everything = [o for part in gathered for o in part]
-        if world > 1:  # back to the listing's order
-            order = {out: i for i, (_, out) in enumerate(items)}
-            everything.sort(key=lambda o: order.get(o.output, len(order)))
-        code = _report(everything, json_output, quiet)
+    except KeyboardInterrupt:
+        if not plan.directory_mode:
+            raise
+        console.print(f"[red]interrupted[/red] after {tally.done} of {tally.total} pairs; rerun the same command to resume")
+        return EXIT_INTERRUPTED
+    code = _report(outcomes, json_output, quiet) if rank == 0 else 0
     return distributed.broadcast_from_rank0(code)
 
 
-def _run(fuser, items, overwrite, resize, batch_size, json_output, progress_bar, label="fusing") -> list[PairOutcome]:
+@dataclass
+class _Tally:
+    """Pairs of this rank: finished so far (any status) of its total, for the message after an interrupt."""
+
+    done: int = 0
+    total: int = 0
+
+
+def _run(fuser: Fuser, plan: BatchPlan, overwrite: bool, resize: bool, batch_size: int, json_output: bool,
+         progress_bar: bool, label: str, tally: _Tally) -> list[PairOutcome]:
+    """`fuse_directory` with JSON lines on stdout and a progress display on stderr."""
+    def run(on_outcome: Callable[[PairOutcome], None]) -> list[PairOutcome]:
+        return fuse_directory(fuser, plan, overwrite=overwrite, resize=resize, batch_size=batch_size, on_outcome=on_outcome)
+
     def emit(outcome: PairOutcome) -> None:
+        tally.done += 1
         if json_output:
             try:
                 sys.stdout.write(json.dumps(outcome.to_json()) + "\n")
@@ -287,16 +227,24 @@ def _run(fuser, items, overwrite, resize, batch_size, json_output, progress_bar,
                 raise _StdoutClosed from None
 
     if not progress_bar:
-        return fuse_pairs(fuser, items, overwrite=overwrite, resize=resize, batch_size=batch_size, on_outcome=emit)
+        return run(emit)
+    if not console.is_terminal:  # logs, CI, nohup: a live bar would print nothing until the summary
+        plain = PlainProgress(console, label, tally.total)
+
+        def count(outcome: PairOutcome) -> None:
+            emit(outcome)
+            plain.advance()
+
+        return run(count)
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task("fuse", total=len(items))
+        bar = progress.add_task("fuse", total=tally.total)
 
         def advance(outcome: PairOutcome) -> None:
             emit(outcome)
             progress.advance(bar)
 
-        return fuse_pairs(fuser, items, overwrite=overwrite, resize=resize, batch_size=batch_size, on_outcome=advance)
+        return run(advance)
 
 
 def _report(outcomes: list[PairOutcome], json_output: bool, quiet: bool) -> int:
@@ -305,6 +253,9 @@ def _report(outcomes: list[PairOutcome], json_output: bool, quiet: bool) -> int:
     done = sum(o.status == "ok" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
     if not json_output:
+        for o in outcomes:
+            for warning in o.warnings:
+                console.print(f"[yellow]warning:[/yellow] {escape(printable(o.name))}: {escape(printable(warning))}")
         if not quiet:
             for o in outcomes:
                 if o.status == "ok":
@@ -316,7 +267,5 @@ def _report(outcomes: list[PairOutcome], json_output: bool, quiet: bool) -> int:
             summary = f"{done} fused, {skipped} skipped (exist), {len(failed)} failed"
             if len(outcomes) == 1 and done == 1:
                 summary = f"wrote {printable(outcomes[0].output)} ({outcomes[0].seconds:.2f} s)"
-            elif len(outcomes) == 1 and skipped == 1:
-                summary = f"{printable(outcomes[0].output)} exists; skipped (use --overwrite)"
             console.print(escape(summary))
     return 1 if failed else 0

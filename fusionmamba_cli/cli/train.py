@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,6 +19,7 @@ from rich.progress import (
 
 from fusionmamba_cli.cli.common import (
     DeviceOpt,
+    PresetName,
     QuietOpt,
     ScanBackendOpt,
     TaskName,
@@ -35,7 +37,7 @@ def train_command(
     task: Annotated[list[TaskName], typer.Option("--task", "-t", help="Task(s) to train on; repeat for a joint/general model.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints (last.pt), log.jsonl, final.safetensors.")],
     data: Annotated[Path | None, typer.Option("--data", help="Data root (ROOT/<task>/train/<modality>/*.png) or a packed .npz. Default $FUSIONMAMBA_DATA or ./data.")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="Model preset (compact-two-scale: the shipped task models' network).")] = "compact-two-scale",
+    preset: Annotated[PresetName, typer.Option("--preset", metavar="PRESET", help=f"Model preset: {', '.join(list_presets())} (compact-two-scale: the shipped task models' network).")] = PresetName("compact-two-scale"),
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps in total.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", min=0.01, help="Alternative to --steps: passes over the training pairs.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 4,
@@ -69,8 +71,6 @@ def train_command(
     """Train FusionMamba without labels (default objective: the two-scale rule as anchor, see --loss)."""
     if lr_schedule not in ("constant", "cosine"):
         raise UsageError(f"--lr-schedule {lr_schedule!r}: choose constant or cosine")
-    if preset not in list_presets():
-        raise UsageError(f"--preset {preset!r}: choose one of {', '.join(list_presets())}")
     if loss not in LOSS_NAMES:
         raise UsageError(f"--loss {loss!r}: choose one of {', '.join(LOSS_NAMES)}")
     if anchor not in ANCHOR_NORMS:
@@ -92,7 +92,7 @@ def train_command(
 
         steps = max(1, round(epochs * len(load_pairs(data, tasks, "train")) / batch_size))
     config = TrainConfig(
-        data=str(data), tasks=tasks, out=str(out), preset=preset, steps=steps, batch_size=batch_size, lr=lr,
+        data=str(data), tasks=tasks, out=str(out), preset=preset.value, steps=steps, batch_size=batch_size, lr=lr,
         crop=crop, loss=loss, vif_weight=vif_weight, anchor=anchor, target_sigma=target_sigma, target_gain=target_gain,
         holdout_every=holdout, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
         intensity_loss=intensity_loss, amp=amp, compile=compiled, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
@@ -104,15 +104,24 @@ def train_command(
         train(config, resume=resume)
         return
     columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("train", total=steps, status="")
+    progress = Progress(*columns, console=console)
+    bars: list = []  # the bar appears with the first log record, so an error at start draws none
 
-        def on_log(record: dict) -> None:
-            if "loss" in record:
-                progress.update(bar, completed=record["step"], status=f"loss {record['loss']:.4f}  {record['steps_per_s']:.1f} steps/s")
-            elif "val_split" in record:
-                shown = {k: round(v, 4) for k, v in record.items() if k not in ("step", "val_split")}
-                progress.console.print(f"step {record['step']} {record['val_split']}: {json.dumps(shown)}")
+    def on_log(record: dict) -> None:
+        if not bars:
+            progress.start()
+            bars.append(progress.add_task("train", total=steps, status=""))
+        if "loss" in record:
+            progress.update(bars[0], completed=record["step"], status=f"loss {record['loss']:.4f}  {record['steps_per_s']:.1f} steps/s")
+        elif "val_split" in record:
+            shown = {k: round(v, 4) for k, v in record.items() if k not in ("step", "val_split")}
+            progress.console.print(f"step {record['step']} {record['val_split']}: {json.dumps(shown)}")
 
+    try:
         result = train(config, resume=resume, on_log=on_log)
-    console.print(f"done: {result['step']} steps; weights in {out / 'final.safetensors'}")
+    finally:
+        progress.stop()
+    if result.get("already_finished"):
+        console.print(f"{escape(str(out))}: already finished at step {result['step']} of {steps}; nothing to do (raise --steps to train further)")
+        return
+    console.print(f"done: {result['step']} steps; weights in {escape(str(out / 'final.safetensors'))}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,11 +11,10 @@ from rich.table import Table
 
 from fusionmamba_cli.checkpoints import bundled_weights_dir, list_weights, load_manifest
 from fusionmamba_cli.checkpoints.hub import default_download_names, fetch_weights, locate, manifest_entries
-from fusionmamba_cli.cli.common import JsonOpt, QuietOpt, UsageError, console, stdout
+from fusionmamba_cli.cli.common import JsonOpt, PresetName, QuietOpt, UsageError, console, stdout
 from fusionmamba_cli.errors import WeightsNotFoundError
 from fusionmamba_cli.model import list_presets
 
-PresetName = Enum("PresetName", {name: name for name in list_presets()}, type=str)  # type: ignore[misc]
 
 CacheDirOpt = Annotated[
     Path | None,
@@ -74,7 +72,11 @@ def convert_weights_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.", show_default=False)],
     preset: Annotated[
         PresetName | None,
-        typer.Option("--preset", help="Require exactly this architecture (e.g. official, official-tiny); default: infer it from the shapes."),
+        typer.Option(
+            "--preset",
+            metavar="PRESET",
+            help=f"Require exactly this architecture ({', '.join(list_presets())}); default: infer it from the shapes.",
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
     quiet: QuietOpt = False,

@@ -26,3 +26,14 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     centred = ycbcr.astype(np.float32).copy()
     centred[..., 1:] -= 0.5
     return centred @ _YCBCR_TO_RGB.T.astype(np.float32)
+
+
+def has_chroma(pixels: np.ndarray, min_share: float = 0.001) -> bool:
+    """Whether an image shows colour: RGB whose channels differ by more than 2 grey levels (of 255) on
+    at least `min_share` of its pixels. An RGB file holding a grey image (R = G = B) has none."""
+    if pixels.ndim != 3:
+        return False
+    step = max(1, int((pixels.shape[0] * pixels.shape[1] / 1e6) ** 0.5))  # a ~1 Mpx sample is plenty
+    sample = pixels[::step, ::step]
+    spread = sample.max(axis=2) - sample.min(axis=2)
+    return float(np.mean(spread > 2 / 255)) >= min_share

@@ -21,9 +21,10 @@ import torch.distributed as dist
 
 from fusionmamba_cli import distributed
 from fusionmamba_cli.checkpoints.files import build_model, read_checkpoint, save_weights
-from fusionmamba_cli.checkpoints.resolve import resolve_weights
-from fusionmamba_cli.errors import FusionMambaError, is_out_of_memory
 from fusionmamba_cli.atomic import write_bytes_atomic
+from fusionmamba_cli.checkpoints.resolve import resolve_weights
+from fusionmamba_cli.devices import pick_device
+from fusionmamba_cli.errors import FusionMambaError, InvalidRequestError, is_out_of_memory
 from fusionmamba_cli.model import FusionMamba, get_preset
 from fusionmamba_cli.model.compiled import CompiledForward
 from fusionmamba_cli.model.two_scale import TwoScaleParams
@@ -78,6 +79,10 @@ class TrainingError(FusionMambaError, RuntimeError):
     """A training run that cannot start or continue."""
 
 
+class RunFolderError(TrainingError, InvalidRequestError):
+    """--out in the wrong state for the request: nothing to --resume, or a run there already."""
+
+
 def _atomic_torch_save(obj: dict, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -117,13 +122,9 @@ class _Ranks:
 
 
 def _join(device_choice: str) -> tuple[_Ranks, torch.device]:
-    """Under torchrun, join the group (NCCL on CUDA, gloo on CPU) and pick this rank's device."""
-    wants_cuda = device_choice.startswith("cuda") or (device_choice == "auto" and torch.cuda.is_available())
-    rank, world, local_rank = distributed.init_distributed("nccl" if wants_cuda else "gloo")
-    if world > 1:
-        device = torch.device("cuda", local_rank) if wants_cuda else torch.device("cpu")
-    else:
-        device = torch.device(device_choice if device_choice != "auto" else ("cuda" if wants_cuda else "cpu"))
+    """Under torchrun, join the group (NCCL on CUDA, gloo on CPU) with this rank's device."""
+    device = pick_device(device_choice)
+    rank, world, _ = distributed.init_distributed("nccl" if device.type == "cuda" else "gloo")
     return _Ranks(rank, world), device
 
 
@@ -193,8 +194,17 @@ def _validate(model: FusionMamba, pairs: PairSet, device: torch.device, limit: i
     return {k: float(np.mean(v)) for k, v in scores.items() if v}
 
 
+def _check_run_folder(checkpoint_path: Path, resume: bool, main: bool) -> None:
+    """--resume needs a checkpoint; a fresh run must not clobber one."""
+    if resume and not checkpoint_path.is_file():
+        raise RunFolderError(f"{checkpoint_path}: no checkpoint to resume from")
+    if not resume and main and checkpoint_path.exists():
+        raise RunFolderError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
+
+
 def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> dict:
-    """Run (or resume) a training; returns the final log record. Rank 0 writes everything."""
+    """Run (or resume) a training; returns the final log record ({"step", "already_finished": True} when
+    a resumed run had already reached `config.steps`). Rank 0 writes everything."""
     if config.deterministic:  # bit-reproducible GPU runs, at some speed cost
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -202,6 +212,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     ddp, device = _join(config.device)
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
+    _check_run_folder(checkpoint_path, resume, ddp.main)  # before any data is read or work is shown
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
     pairs = load_pairs(Path(config.data), config.tasks, "train")
@@ -221,15 +232,14 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     step = 0
     if resume:
-        if not checkpoint_path.is_file():
-            raise TrainingError(f"{checkpoint_path}: no checkpoint to resume from")
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if int(saved["step"]) >= config.steps:  # nothing left to do: say so instead of "training 0/N"
+            distributed.cleanup()
+            return {"step": int(saved["step"]), "already_finished": True}
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         step = int(saved["step"])
         _restore_rng(saved["rng"], device)
-    elif ddp.main and checkpoint_path.exists():
-        raise TrainingError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another --out")
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.world > 1 else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda" else torch.autocast("cpu", enabled=False)
     forward = CompiledForward(net, enabled=config.compile)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -42,3 +43,12 @@ def test_info_json_reports_backend_and_weights():
 def test_info_honours_a_forced_backend_with_fallback_warning():
     proc = _run("info", "--json", "--device", "cpu", "--scan-backend", "reference")
     assert proc.returncode == 0 and '"scan_backend": "reference"' in proc.stdout
+
+
+def test_evaluate_without_a_data_root_is_a_usage_error(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("FUSIONMAMBA_DATA", None)  # so the default ./data, absent in tmp_path, is used
+    proc = subprocess.run([sys.executable, "-m", "fusionmamba_cli", "evaluate", "--task", "ct_mri"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "data root not found" in proc.stderr and "Traceback" not in proc.stderr

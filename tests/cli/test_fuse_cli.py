@@ -156,11 +156,24 @@ def test_resume_and_overwrite(tmp_path, fuse):
     assert temp_files(tmp_path) == []
 
 
-def test_single_pair_skip_message(tmp_path, fuse):
+def test_an_existing_single_output_is_replaced(tmp_path, fuse):
+    """A rerun with other weights or --task must not keep a stale file: one output file is replaced."""
     a, b = save_grey(tmp_path / "a.png", 8, 8, 1), save_grey(tmp_path / "b.png", 8, 8, 2)
     (tmp_path / "fused.png").write_bytes(b"old")
     result = fuse(a, b, "-o", tmp_path / "fused.png")
-    assert result.code == 0 and "exists; skipped (use --overwrite)" in result.err
+    assert result.code == 0 and result.err.startswith("wrote "), result.err
+    assert read_back(tmp_path / "fused.png").shape == (8, 8)
+    assert temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_single_output_that_is_an_input_is_refused(tmp_path, fuse, which):
+    sources = [save_grey(tmp_path / "a.png", 8, 8, 1), save_grey(tmp_path / "b.png", 8, 8, 2)]
+    before = sources[which].read_bytes()
+    result = fuse(*sources, "-o", sources[which])
+    assert result.code == 2, result.err
+    assert len(result.error_lines) == 1 and "is an input" in result.error_lines[0]
+    assert sources[which].read_bytes() == before
 
 
 def test_bad_inputs_one_line_each_and_exit_1(tmp_path, fuse):
@@ -326,3 +339,130 @@ def test_outputs_get_normal_permissions(tmp_path, fuse):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "f.png").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_json_lines_into_a_real_head_stop_quietly(tmp_path, micro_weights):
+    """`fuse DIR DIR -o OUT --json | head -1` through a shell: exit 141, one line, no traceback, and
+    the batch stops instead of fusing all the pairs into a closed pipe."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    first, second = _dirs(tmp_path, [f"p{i:02d}" for i in range(20)], size=(64, 64))
+    out = tmp_path / "out"
+    command = (
+        f'"$PY" -m fusionmamba_cli fuse "$A" "$B" -o "$OUT" --json -w "$W" --device cpu --threads 1 | head -1; '
+        'exit "${PIPESTATUS[0]}"'
+    )
+    env = {**os.environ, "PY": sys.executable, "A": str(first), "B": str(second), "OUT": str(out),
+           "W": str(micro_weights), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr, proc.stderr
+    assert len(proc.stdout.splitlines()) == 1 and json.loads(proc.stdout)["status"] == "ok"
+    written = sorted(p.name for p in out.iterdir())
+    assert 1 <= len(written) < 20, written
+    assert temp_files(tmp_path) == []
+
+
+def test_ctrl_c_in_a_batch_says_how_far_it_got(tmp_path, fuse, monkeypatch):
+    from fusionmamba_cli.fusion.pipeline import Fuser
+
+    first, second = _dirs(tmp_path, ["p0", "p1", "p2", "p3", "p4"])
+    real, calls = Fuser.fuse_many, []
+
+    def interrupted_on_the_third(self, pairs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, pairs)
+
+    monkeypatch.setattr(Fuser, "fuse_many", interrupted_on_the_third)
+    result = fuse(first, second, "-o", tmp_path / "out")
+    assert result.code == 130
+    assert "interrupted after 2 of 5 pairs; rerun the same command to resume" in result.err
+    assert "Traceback" not in result.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]
+
+
+def test_plain_progress_lines_off_a_terminal(tmp_path, fuse, monkeypatch):
+    """stderr is not a terminal here (captured): a live bar would show nothing, so plain lines come."""
+    from fusionmamba_cli.cli import progress
+
+    monkeypatch.setattr(progress, "PLAIN_PROGRESS_SECONDS", 0.0)  # a line after every pair
+    first, second = _dirs(tmp_path, ["p0", "p1", "p2"])
+    result = fuse(first, second, "-o", tmp_path / "out")
+    assert result.code == 0, result.err
+    lines = [line for line in result.err.splitlines() if line.startswith("fusing: ")]
+    assert [line.split(",")[0] for line in lines] == ["fusing: 1/3 pairs", "fusing: 2/3 pairs"]
+    assert all(" pairs/s, ETA " in line for line in lines)
+    quiet = fuse(first, second, "-o", tmp_path / "out2", "--quiet")
+    assert "fusing: " not in quiet.err
+
+
+def test_plain_progress_rate_and_eta():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from fusionmamba_cli.cli.progress import PlainProgress
+
+    now = [100.0]
+    sink = StringIO()
+    progress = PlainProgress(Console(file=sink, width=200), "fusing", 10, interval=5, clock=lambda: now[0])
+    for seconds in (1, 1, 4):  # 6 s for 3 pairs: one line, when 5 s have passed
+        now[0] += seconds
+        progress.advance()
+    assert sink.getvalue().splitlines() == ["fusing: 3/10 pairs, 0.50 pairs/s, ETA 14 s"]
+
+
+def test_threads_option_sets_torch_threads(tmp_path, fuse, monkeypatch):
+    import torch
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    a, b = save_grey(tmp_path / "a.png", 8, 8, 1), save_grey(tmp_path / "b.png", 8, 8, 2)
+    assert fuse(a, b, "-o", tmp_path / "f.png", "--threads", "3").code == 0
+    assert seen == [3]
+    assert fuse(a, b, "-o", tmp_path / "f.png", "--threads", "0").code == 2
+
+
+@pytest.mark.parametrize("load,omp,expected", [(1.5, None, 1), (0.2, None, 2), (3.0, None, 1), (1.5, "3", 3)])
+def test_default_thread_count_leaves_out_busy_cores(monkeypatch, load, omp, expected):
+    from fusionmamba_cli import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert threads.default_thread_count() == expected
+
+
+def test_inputs_in_the_wrong_order_get_a_warning(tmp_path, fuse):
+    """PET given first for pet_mri, or a colour PET image under ct_mri: fused anyway, with a warning
+    naming the expected order; the right order (or a grey image stored as RGB) gets none."""
+    mri, pet = save_grey(tmp_path / "mri.png", 24, 24, 1), save_rgb(tmp_path / "pet.png", 24, 24, 2)
+    grey_rgb = tmp_path / "grey_rgb.png"
+    Image.open(mri).convert("RGB").save(grey_rgb)
+    swapped = fuse(pet, mri, "-o", tmp_path / "swapped.png", "--task", "pet_mri")
+    assert swapped.code == 0 and (tmp_path / "swapped.png").exists()
+    [warning] = [line for line in swapped.err.splitlines() if line.startswith("warning:")]
+    assert "inputs look swapped" in warning and "mri then pet" in warning
+    wrong_task = fuse(mri, pet, "-o", tmp_path / "ct.png", "--task", "ct_mri")
+    assert wrong_task.code == 0 and "ct_mri takes two grey images (ct then mri)" in wrong_task.err
+    for args in ((mri, pet, "--task", "pet_mri"), (grey_rgb, mri, "--task", "pet_mri"), (pet, mri)):
+        right = fuse(*args[:2], "-o", tmp_path / "ok.png", *args[2:])
+        assert right.code == 0 and "warning:" not in right.err, (args, right.err)
+    as_json = fuse(pet, mri, "-o", tmp_path / "j.png", "--task", "pet_mri", "--json")
+    assert "inputs look swapped" in json.loads(as_json.out)["warnings"][0]
+
+
+def test_unknown_weights_name_is_a_usage_error(tmp_path, capsys):
+    a, b = save_grey(tmp_path / "a.png", 8, 8, 1), save_grey(tmp_path / "b.png", 8, 8, 2)
+    result = run_cli(capsys, "fuse", a, b, "-o", tmp_path / "f.png", "--weights", "compact-ctmri", "--device", "cpu")
+    assert result.code == 2
+    assert len(result.error_lines) == 1 and "unknown weights name 'compact-ctmri'" in result.error_lines[0]
+    assert not (tmp_path / "f.png").exists()

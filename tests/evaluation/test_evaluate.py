@@ -82,7 +82,7 @@ def test_cli_model_mode_and_compare(tiny_split, micro_weights):
 
 def test_missing_data_root_is_a_one_line_error(tmp_path):
     proc = _cli("evaluate", "--task", "ct_mri", "--data", str(tmp_path / "nowhere"), "--fused", str(tmp_path))
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a usage error, like every other wrong path on the command line
     assert "data root not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -158,3 +158,101 @@ def test_defect_figures_of_real_pairs_match_the_reference_tool(tmp_path):
         ref = reference.figures(*(reference.grey(p) for p in (data / "ct_mri/test/ct" / f"{row['name']}.png", data / "ct_mri/test/mri" / f"{row['name']}.png", fused / f"{row['name']}.png")))
         assert abs(row["clip"] - ref["clip"]) <= 1e-6
         assert row["grain"] == pytest.approx(ref["grain"], rel=1e-6) and row["grid"] == pytest.approx(ref["grid"], rel=1e-6)
+
+
+def _evaluate(capsys, *args):
+    from tests.cli.helpers import run_cli
+
+    return run_cli(capsys, "evaluate", *args)
+
+
+def test_compare_takes_several_folders_after_one_option(tiny_split, capsys):
+    """The README's form `--fused a --compare b c` scores all three."""
+    for name in ("b", "c"):
+        (tiny_split / name).mkdir()
+        for i in range(2):
+            (tiny_split / name / f"s{i}.png").write_bytes((tiny_split / "average" / f"s{i}.png").read_bytes())
+    data = tiny_split / "data"
+    result = _evaluate(capsys, "--task", "pet_mri", "--data", data, "--fused", tiny_split / "average",
+                       "--compare", tiny_split / "b", tiny_split / "c", "--metrics", "SF", "--json")
+    assert result.code == 0, result.err
+    assert [m["method"] for m in json.loads(result.out)["methods"]] == ["average", "b", "c"]
+    stray = _evaluate(capsys, "--task", "pet_mri", "--data", data, tiny_split / "b")
+    assert stray.code == 2 and "unexpected argument" in stray.err
+
+
+def test_metric_names_in_any_case(tiny_split, capsys):
+    assert resolve_metrics(["qabf", "sf", "ms-ssim"]) == [
+        k for k in METRIC_KEYS if k in ("Qabf", "SF", "MS-SSIM")
+    ]
+    result = _evaluate(capsys, "--task", "pet_mri", "--data", tiny_split / "data", "--fused", tiny_split / "average",
+                       "--metrics", "qabf,SF", "--json")
+    assert result.code == 0, result.err
+    assert list(json.loads(result.out)["mean"]) == [k for k in METRIC_KEYS if k in ("Qabf", "SF")]
+
+
+def test_missing_fused_folder_fails_before_any_work(tiny_split, capsys):
+    result = _evaluate(capsys, "--task", "pet_mri", "--data", tiny_split / "data", "--fused", tiny_split / "nowhere")
+    assert result.code == 2 and result.error_lines == [f"error: {tiny_split / 'nowhere'}: fused-image folder not found"]
+
+
+def test_montage_per_pair(tiny_split, capsys):
+    """One sheet per pair every method has: sources and methods at native size, then their 4x zooms."""
+    from fusionmamba_cli.imaging.io import read_image
+
+    brighter = tiny_split / "brighter"
+    brighter.mkdir()
+    for i in range(2):
+        pixels = np.asarray(Image.open(tiny_split / "average" / f"s{i}.png")).copy()
+        pixels[20:26, 30:36] = 255  # where the two methods differ
+        Image.fromarray(pixels).save(brighter / f"s{i}.png")
+    out = tiny_split / "sheets"
+    result = _evaluate(capsys, "--task", "pet_mri", "--data", tiny_split / "data", "--fused", tiny_split / "average",
+                       "--compare", brighter, "--metrics", "SF", "--montage", out)
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in out.iterdir()) == ["s0.png", "s1.png"]  # s2 has no fused image
+    assert "montages: 2 in" in result.err and "1 pair(s) left out" in result.err
+    sheet = np.asarray(Image.open(out / "s0.png").convert("RGB"))
+    label, gap, height, width, side = 18, 4, 40, 48, 10
+    assert sheet.shape[0] == label + height + gap + label + 4 * side
+    assert sheet.shape[1] >= 4 * width + 3 * gap
+    mri = np.asarray(Image.open(tiny_split / "data/pet_mri/test/mri/s0.png"))
+    top_left = sheet[label : label + height, :width, 0]
+    outline = np.zeros((height, width), bool)
+    # The zoom window holds the whole 6x6 patch that differs; outside the red outline, pixels are native.
+    zoom = sheet[label + height + gap + label :, :4 * side]
+    assert zoom.shape[:2] == (4 * side, 4 * side)
+    rows, cols = np.nonzero((sheet[label : label + height, :width] == [255, 0, 0]).all(axis=2))
+    y0, x0, y1, x1 = rows.min(), cols.min(), rows.max(), cols.max()
+    assert (y1 - y0 + 1, x1 - x0 + 1) == (side, side) and y0 <= 20 and y1 >= 25 and x0 <= 30 and x1 >= 35
+    outline[y0 : y1 + 1, x0 : x1 + 1] = True
+    outline[y0 + 1 : y1, x0 + 1 : x1] = False
+    assert np.array_equal(top_left[~outline], mri[~outline])
+    assert read_image(out / "s1.png").is_colour
+
+
+def test_montage_of_our_model_alone(tiny_split, capsys, micro_weights):
+    out = tiny_split / "sheets"
+    result = _evaluate(capsys, "--task", "pet_mri", "--data", tiny_split / "data", "--weights", micro_weights,
+                       "--device", "cpu", "--metrics", "SF", "--montage", out, "--quiet")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in out.iterdir()) == ["s0.png", "s1.png", "s2.png"]
+
+
+def test_montage_never_writes_into_a_fused_folder(tiny_split, capsys):
+    before = sorted(p.name for p in (tiny_split / "average").iterdir())
+    result = _evaluate(capsys, "--task", "pet_mri", "--data", tiny_split / "data", "--fused", tiny_split / "average",
+                       "--montage", tiny_split / "average")
+    assert result.code == 2 and "is also a fused-image folder" in result.err
+    assert sorted(p.name for p in (tiny_split / "average").iterdir()) == before
+
+
+def test_window_of_largest_difference_finds_the_patch():
+    from fusionmamba_cli.imaging.montage import window_of_largest_difference
+
+    a = smooth_image(64, 80, seed=1)
+    b = a.copy()
+    b[40:48, 10:18] += 0.5
+    window = window_of_largest_difference([a, b])
+    assert window.side == 16
+    assert window.y <= 40 and window.y + window.side >= 48 and window.x <= 10 and window.x + window.side >= 18

@@ -422,16 +422,16 @@ def test_read_only_output_directory_simulated(tmp_path, capsys, micro_weights, m
     pair. Simulated (tests may run as root, who ignores permission bits)."""
     import tempfile
 
-    from fusionmamba_cli.cli import fuse as fuse_cli
+    from fusionmamba_cli.fusion import plan as fuse_plan  # where the output folder is probed
 
     first, second = _pairs(tmp_path, 2)
 
     def mkstemp(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(fuse_cli.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(fuse_plan.tempfile, "mkstemp", mkstemp)
     result = run_cli(capsys, "fuse", first, second, "-o", tmp_path / "out", "-w", micro_weights, "--device", "cpu")
-    monkeypatch.setattr(fuse_cli.tempfile, "mkstemp", tempfile.mkstemp)
+    monkeypatch.setattr(fuse_plan.tempfile, "mkstemp", tempfile.mkstemp)
     assert result.code == 2 and len(result.error_lines) == 1
     assert "out: output directory is not writable (Read-only file system)" in result.error_lines[0]
 

@@ -219,3 +219,48 @@ def test_each_loss_name_trains_and_is_recorded(data_root, tmp_path):
     for name in ("paper", "authors"):
         train(_config(data_root, tmp_path / name, steps=1, loss=name))
         assert torch.load(tmp_path / name / "last.pt", weights_only=True)["train_config"]["loss"] == name
+
+
+def _train_cli(capsys, data: Path, out: Path, *args):
+    from tests.cli.helpers import run_cli
+
+    return run_cli(capsys, "train", "--task", "ct_mri", "--data", data, "--out", out, "--preset", "micro",
+                   "--batch-size", "2", "--crop", "32", "--device", "cpu", *args)
+
+
+def test_run_folder_errors_are_usage_errors_and_draw_no_bar(data_root, tmp_path, capsys, monkeypatch):
+    """Nothing to --resume, or a run already in --out: exit 2, one line, and no 0/N bar first."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from fusionmamba_cli.cli import train as train_cli
+
+    terminal = StringIO()
+    monkeypatch.setattr(train_cli, "console", Console(file=terminal, force_terminal=True, width=100))
+    missing = _train_cli(capsys, data_root, tmp_path / "empty", "--steps", "2", "--resume")
+    assert missing.code == 2 and missing.error_lines == [f"error: {tmp_path / 'empty' / 'last.pt'}: no checkpoint to resume from"]
+    train(_config(data_root, tmp_path / "run", steps=2))
+    clobber = _train_cli(capsys, data_root, tmp_path / "run", "--steps", "4")
+    assert clobber.code == 2 and len(clobber.error_lines) == 1 and "--resume" in clobber.error_lines[0]
+    assert "training" not in terminal.getvalue() and "0/" not in terminal.getvalue()
+
+
+def test_run_folder_is_checked_before_the_data_is_read(data_root, tmp_path, monkeypatch):
+    from fusionmamba_cli.training import trainer
+
+    def unreachable(*args, **kwargs):
+        raise AssertionError("data read before the run folder was checked")
+
+    monkeypatch.setattr(trainer, "load_pairs", unreachable)
+    with pytest.raises(trainer.RunFolderError, match="no checkpoint"):
+        train(_config(data_root, tmp_path / "empty"), resume=True)
+
+
+def test_resuming_a_finished_run_says_so(data_root, tmp_path, capsys):
+    train(_config(data_root, tmp_path / "run", steps=2))
+    final = (tmp_path / "run/final.safetensors").read_bytes()
+    result = _train_cli(capsys, data_root, tmp_path / "run", "--steps", "2", "--resume")
+    assert result.code == 0, result.err
+    assert "already finished at step 2 of 2" in result.err and "done:" not in result.err
+    assert (tmp_path / "run/final.safetensors").read_bytes() == final
