@@ -45,20 +45,6 @@ class PairOutcome:
         return record
 
 
-def output_path_for(pair: ImagePair, out_dir: Path, suffix: str) -> Path:
-    """`out_dir/<name><suffix>`, refusing names that would escape `out_dir` (e.g. '../x', '/x')."""
-    name = pair.name
-    if (
-        name in ("", ".", "..")
-        or os.sep in name
-        or (os.altsep and os.altsep in name)
-        or "\0" in name
-        or Path(name).name != name
-    ):
-        raise ImageWriteError(f"{name!r}: output name escapes the output directory")
-    return out_dir / f"{name}{suffix}"
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusionmamba_cli import distributed
-from fusionmamba_cli.errors import FusionMambaError, InvalidRequestError
-from fusionmamba_cli.fusion.batch import output_path_for
+from fusionmamba_cli.errors import FusionMambaError, ImageWriteError, InvalidRequestError
 from fusionmamba_cli.fusion.pairs import ImagePair, match_pairs
 from fusionmamba_cli.imaging.io import IMAGE_SUFFIXES
 
@@ -19,6 +18,20 @@ from fusionmamba_cli.imaging.io import IMAGE_SUFFIXES
 class BatchPlanError(InvalidRequestError, ValueError):
     """Sources or output that cannot make a batch: missing, mixed file/folder, unwritable, an input as output."""
 
+
+
+def output_path_for(pair: ImagePair, out_dir: Path, suffix: str) -> Path:
+    """`out_dir/<name><suffix>`, refusing names that would escape `out_dir` (e.g. '../x', '/x')."""
+    name = pair.name
+    if (
+        name in ("", ".", "..")
+        or os.sep in name
+        or (os.altsep and os.altsep in name)
+        or "\0" in name
+        or Path(name).name != name
+    ):
+        raise ImageWriteError(f"{name!r}: output name escapes the output directory")
+    return out_dir / f"{name}{suffix}"
 
 @dataclass
 class BatchPlan:

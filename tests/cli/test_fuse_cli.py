@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from fusionmamba_cli.errors import ImageWriteError
-from fusionmamba_cli.fusion.batch import output_path_for
+from fusionmamba_cli.fusion.plan import output_path_for
 from fusionmamba_cli.fusion.pairs import ImagePair
 from fusionmamba_cli.imaging.colour import rgb_to_ycbcr
 from tests.cli.helpers import (  # noqa: F401 - one_thread: autouse fixture
