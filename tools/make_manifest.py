@@ -14,33 +14,27 @@ from pathlib import Path
 from fusionmamba_cli.checkpoints.manifest import sha256_of
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-PACK = "../shared/data train splits as luminance (ir_vis images with a side > 512 downscaled to 512), crop 192, batch 12"
-COMMON = {"preset": "compact", "bundled": True, "dtype": "float16", "card": "1 GPU (H200 round 1, H100 rounds 2-3)"}
-
-ROUNDS_MED = [
-    {"steps": None, "loss_weights": "10,10,1", "lr": "1e-4 constant", "init": "random (seed 0)"},
-    {"steps": None, "loss_weights": "10,10,4", "lr": "5e-4 cosine, 50 warm-up", "init": "round 1"},
-    {"steps": 1200, "loss_weights": "10,10,4", "lr": "2e-4 cosine", "init": "round 2"},
-]
+PACK = ("../shared/data train splits as luminance (ir_vis images with a side > 512 downscaled to 512), every 5th pair "
+        "per task held out for validation (--holdout 5), crop 160, batch 16")
+COMMON = {"preset": "compact-two-scale", "bundled": True, "dtype": "float16", "card": "1 GPU (H100, 2026-12-06)",
+          "objective": "two-scale"}
 
 
-def _med(task: str, steps: tuple[int, int, int]) -> list[dict]:
-    return [dict(r, steps=s, data=task) for r, s in zip(ROUNDS_MED, steps)]
+def _round(task_data: str, sigma: int, steps: int) -> list[dict]:
+    """The one training run behind each shipped file (tools/gpu_train.sh, 11 models side by side, 7.5 min)."""
+    return [{"steps": steps, "loss": f"two-scale (anchor l1, --vif-weight 0.05, --target-sigma {sigma})",
+             "lr": "2e-4 cosine over 1100 steps, stopped by --time-limit", "init": "random (seed 0); head starts at zero",
+             "data": task_data}]
 
 
 ENTRIES = [
-    {"name": "compact-ir_vis", "tasks": ["ir_vis"], "description": "IR-VIS (TNO, RoadScene, MSRS, M3FD samples)",
-     "training": [{"steps": 1673, "loss_weights": "1,1,10 (paper)", "lr": "1e-4 constant", "init": "random (seed 0)", "data": "ir_vis"}]},
-    {"name": "compact-ct_mri", "tasks": ["ct_mri"], "description": "CT-MRI (AANLIB)", "training": _med("ct_mri", (1672, 1588, 1200))},
-    {"name": "compact-pet_mri", "tasks": ["pet_mri"], "description": "PET-MRI (AANLIB), PET fused on luminance", "training": _med("pet_mri", (1673, 1592, 1200))},
-    {"name": "compact-spect_mri", "tasks": ["spect_mri"], "description": "SPECT-MRI (AANLIB), SPECT fused on luminance", "training": _med("spect_mri", (1665, 1579, 1200))},
-    {"name": "compact-gfp_pc", "tasks": ["gfp_pc"], "description": "GFP + phase contrast: the PET-MRI round-1 model fine-tuned on the 3 gfp_pc pairs",
-     "training": [
-         {"steps": 1673, "loss_weights": "10,10,1", "lr": "1e-4 constant", "init": "random (seed 0)", "data": "pet_mri"},
-         {"steps": 1500, "loss_weights": "10,10,4", "lr": "2e-4 cosine", "init": "round 1", "data": "gfp_pc"},
-         {"steps": 1000, "loss_weights": "10,10,4", "lr": "1e-4 cosine", "init": "round 2", "data": "gfp_pc"}]},
+    {"name": "compact-ir_vis", "tasks": ["ir_vis"], "description": "IR-VIS (TNO, RoadScene, MSRS, M3FD samples)", "training": _round("ir_vis", 8, 1036)},
+    {"name": "compact-ct_mri", "tasks": ["ct_mri"], "description": "CT-MRI (AANLIB)", "training": _round("ct_mri", 4, 1039)},
+    {"name": "compact-pet_mri", "tasks": ["pet_mri"], "description": "PET-MRI (AANLIB), PET fused on luminance", "training": _round("pet_mri", 4, 1033)},
+    {"name": "compact-spect_mri", "tasks": ["spect_mri"], "description": "SPECT-MRI (AANLIB), SPECT fused on luminance", "training": _round("spect_mri", 4, 1037)},
+    {"name": "compact-gfp_pc", "tasks": ["gfp_pc"], "description": "GFP + phase contrast (2 training pairs, 1 held out)", "training": _round("gfp_pc", 8, 1066)},
     {"name": "compact-general", "tasks": ["ir_vis", "ct_mri", "pet_mri", "spect_mri", "gfp_pc"], "description": "general default (all five tasks jointly)",
-     "training": [{"steps": 1699, "loss_weights": "10,10,1", "lr": "1e-4 constant", "init": "random (seed 0)", "data": "all five tasks"}]},
+     "training": _round("all five tasks", 4, 1042)},
 ]
 
 
