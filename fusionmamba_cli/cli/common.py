@@ -10,6 +10,7 @@ import torch
 import typer
 from rich.console import Console
 
+from fusionmamba_cli.ops.selective_scan import BACKEND_NAMES
 from fusionmamba_cli.tasks import TASK_NAMES
 
 # Human-facing output goes to stderr so stdout stays clean for --json and pipelines.
@@ -19,12 +20,7 @@ stdout = Console(highlight=False, soft_wrap=True)
 TaskName = Enum("TaskName", {name: name for name in TASK_NAMES}, type=str)  # type: ignore[misc]
 
 
-class ScanBackendName(str, Enum):
-    auto = "auto"
-    reference = "reference"
-    torch = "torch"
-    triton = "triton"
-    mamba_ssm = "mamba_ssm"
+ScanBackendName = Enum("ScanBackendName", {name: name for name in BACKEND_NAMES}, type=str)  # type: ignore[misc]
 
 
 TaskOpt = Annotated[
