@@ -153,9 +153,18 @@ def _as_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().to(torch.float32).contiguous().numpy()
 
 
-def _use_torch_threads() -> None:
-    """Run on as many threads as torch does (`torch.set_num_threads`, `--threads`), within numba's pool."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+def _run_on_torch_threads(kernel, *args) -> None:
+    """Run `kernel` on as many threads as torch uses (`torch.set_num_threads`), and leave torch's count
+    as it was: numba's OpenMP pool shares torch's libgomp, and starting it (first call in a process)
+    resets the runtime's thread count to all cores, which made every later torch op use 2 threads
+    after `torch.set_num_threads(1)`."""
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        kernel(*args)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def selective_scan_numba(
@@ -175,8 +184,8 @@ def selective_scan_numba(
     dt = step_sizes(delta.detach(), None if delta_bias is None else delta_bias.detach(), delta_softplus, torch.float32)
     skip = torch.zeros(channels) if D is None else D
     y = torch.empty(batch, channels, length, dtype=torch.float32)
-    _use_torch_threads()
-    _scan_blocks(
+    _run_on_torch_threads(
+        _scan_blocks,
         _as_numpy(u), _as_numpy(dt), _as_numpy(A), _as_numpy(B), _as_numpy(C), _as_numpy(skip), y.numpy(),
         channels // B.shape[1],
     )

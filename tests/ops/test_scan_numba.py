@@ -7,6 +7,8 @@ Shapes stay few (each new dtype/layout combination is a numba compile on CI's 2 
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -19,6 +21,8 @@ from fusionmamba_cli.ops.scan_numba import selective_scan_numba  # noqa: E402
 from fusionmamba_cli.ops.scan_reference import selective_scan_ref  # noqa: E402
 from fusionmamba_cli.ops.scan_torch import selective_scan_torch  # noqa: E402
 from fusionmamba_cli.ops.selective_scan import available_backends, resolve_backend  # noqa: E402
+
+from tests.conftest import REPO  # noqa: E402
 
 dispatch = importlib.import_module("fusionmamba_cli.ops.selective_scan")
 
@@ -88,6 +92,21 @@ def test_deterministic_across_calls_and_thread_counts():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(first, selective_scan_numba(*args)) and torch.equal(first, single)
+
+
+def test_torch_thread_count_survives_the_first_call():
+    """numba's OpenMP pool shares torch's runtime; its start must not undo torch.set_num_threads(1)
+    (a fresh process: in this one the pool may already run)."""
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from fusionmamba_cli.ops.scan_numba import selective_scan_numba\n"
+        "u = torch.randn(1, 16, 8); B = torch.randn(1, 4, 16, 8)\n"
+        "selective_scan_numba(u, u, -torch.rand(16, 16), B, B)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"
 
 
 def test_non_contiguous_and_half_inputs():
