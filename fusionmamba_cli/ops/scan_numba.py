@@ -5,7 +5,8 @@ live in a small scratch vector, exp(delta*A) is computed in the loop, each outpu
 The W channels of a block share B_t and C_t, so the innermost loop runs over channels: every lane
 does the sequential recurrence in the reference's order (no reassociation, `fastmath=False`) and
 LLVM still vectorises it. exp is a Cephes-style polynomial (about 1 ulp in fp32) because numba's
-`math.exp` is a scalar libm call, 5-10x slower than the whole rest of the update.
+`np.exp` in a loop is a scalar libm call: 6-7 ns each here, against 1.5 ns for a whole state
+update with the polynomial.
 
 Work is split over (batch, direction, channel block) with `prange`; no two threads write the same
 output, so the result does not depend on the thread count. Memory: the output, delta's softplus
