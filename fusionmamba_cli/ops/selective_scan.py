@@ -1,12 +1,13 @@
 """One front door for the selective scan, with pluggable backends.
 
 Backends: ``reference`` (sequential oracle), ``torch`` (blocked pure PyTorch, any device),
-``triton`` (our GPU kernel, no CUDA compilation), ``mamba_ssm`` (the compiled kernel, when installed).
+``numba`` (fused CPU kernel, JIT-compiled), ``triton`` (our GPU kernel, no CUDA compilation),
+``mamba_ssm`` (the compiled kernel, when installed).
 Choice: explicit argument (``backend=``; the model passes its modules' ``scan_backend``) >
 ``FUSIONMAMBA_SCAN_BACKEND`` (read once, the process's default) > ``auto`` (mamba_ssm > triton on
-CUDA, torch elsewhere). A forced backend that cannot run here falls back with one warning, never a
-crash. On the meta device the scan only propagates shapes; `observe_scans` lets a caller see every
-call's shape (the FLOP count uses both).
+CUDA, numba > torch on the CPU). A forced backend that cannot run here falls back with one warning,
+never a crash. On the meta device the scan only propagates shapes; `observe_scans` lets a caller see
+every call's shape (the FLOP count uses both).
 """
 
 from __future__ import annotations
@@ -31,22 +32,25 @@ ScanFn = Callable[..., torch.Tensor]
 
 @dataclass(frozen=True)
 class _Backend:
-    """Where a backend's scan function lives, and whether it needs a CUDA tensor."""
+    """Where a backend's scan function lives, and whether it needs a CUDA (or a CPU) tensor."""
 
     module: str
     function: str
     needs_cuda: bool
+    needs_cpu: bool = False
 
 
 _BACKENDS: dict[str, _Backend] = {
     "reference": _Backend("fusionmamba_cli.ops.scan_reference", "selective_scan_ref", False),
     "torch": _Backend("fusionmamba_cli.ops.scan_torch", "selective_scan_torch", False),
+    "numba": _Backend("fusionmamba_cli.ops.scan_numba", "selective_scan_numba", False, needs_cpu=True),
     "triton": _Backend("fusionmamba_cli.ops.scan_triton", "selective_scan_triton", True),
     "mamba_ssm": _Backend("fusionmamba_cli.ops.scan_mamba_ssm", "selective_scan_mamba_ssm", True),
 }
 # every name a caller may ask for: the library's one list (the CLI's --scan-backend choices derive from it)
 BACKEND_NAMES = ("auto", *_BACKENDS)
 _loaded: dict[str, ScanFn | None] = {}
+_load_errors: dict[str, str] = {}
 _warned: set[str] = set()
 _env_default: list[str] = []  # FUSIONMAMBA_SCAN_BACKEND as read at the first need (at most one item)
 
@@ -94,13 +98,14 @@ def _load(name: str) -> ScanFn | None:
             _loaded[name] = fn if is_usable() else None
         except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
             logger.debug("scan backend %s unavailable: %s", name, exc)
+            _load_errors[name] = f"{exc.__class__.__name__}: {exc}"
             _loaded[name] = None
     return _loaded[name]
 
 
 def _usable(name: str, device: torch.device) -> bool:
     spec = _BACKENDS[name]
-    if spec.needs_cuda and device.type != "cuda":
+    if (spec.needs_cuda and device.type != "cuda") or (spec.needs_cpu and device.type != "cpu"):
         return False
     return _load(name) is not None
 
@@ -111,11 +116,23 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
     return [name for name in _BACKENDS if _usable(name, dev)]
 
 
+def _warn_once(key: str, message: str) -> None:
+    """One RuntimeWarning per key and process (a batch of a thousand pairs warns once)."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
 def _auto(device: torch.device) -> str:
     if device.type == "cuda":
         for name in ("mamba_ssm", "triton"):
             if _usable(name, device):
                 return name
+    if device.type == "cpu":
+        if _usable("numba", device):
+            return "numba"
+        reason = _load_errors.get("numba", "it failed on an earlier call")
+        _warn_once("unavailable:numba", f"the fused CPU scan (numba) is unavailable ({reason[:200]}); using the slower 'torch' backend")
     return "torch"
 
 
@@ -185,7 +202,9 @@ def selective_scan(
         return fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
     except torch.cuda.OutOfMemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a GPU kernel that fails to compile or launch here
+    except Exception as exc:  # noqa: BLE001 - a kernel that fails to compile or launch here (GPU, numba's JIT)
         _loaded[name] = None  # never try it again in this process
+        _load_errors[name] = f"{exc.__class__.__name__}: {exc}"
+        _warned.add(f"unavailable:{name}")  # this warning is the one; `auto` stays quiet about it later
         warnings.warn(f"scan backend {name!r} failed ({exc.__class__.__name__}: {str(exc)[:200]}); using 'torch' instead", RuntimeWarning, stacklevel=2)
         return _load("torch")(u, delta, A, B, C, D, delta_bias, delta_softplus)

@@ -62,7 +62,7 @@ def test_flops_scale_with_pixels_and_batch_and_count_every_scan():
     assert one["scan_calls"] > 0
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("backend", ["reference", "torch", "numba"])
 def test_counted_part_excludes_the_scan_whatever_the_backend(backend):
     """The counted part equals FlopCounterMode on a real forward with the element-wise reference scan,
     even when a backend computes part of the scan with einsum (no double counting)."""

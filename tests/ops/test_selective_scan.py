@@ -85,9 +85,10 @@ def test_blocked_recurrence_handles_nonpower_lengths():
     assert torch.allclose(blocked_linear_recurrence(decay, drive), torch.stack(expected), atol=1e-6)
 
 
-def test_dispatcher_uses_torch_on_cpu_and_rejects_unknown(monkeypatch):
+def test_dispatcher_takes_an_explicit_cpu_backend_and_rejects_unknown(monkeypatch):
+    """(auto on the CPU is the numba backend: tests/ops/test_scan_numba.py)"""
     monkeypatch.delenv("FUSIONMAMBA_SCAN_BACKEND", raising=False)
-    assert resolve_backend(None, "cpu") == "torch"
+    assert resolve_backend("torch", "cpu") == "torch"
     assert resolve_backend("reference", "cpu") == "reference"
     with pytest.raises(ValueError, match="unknown scan backend"):
         resolve_backend("cuda-magic", "cpu")
@@ -100,8 +101,8 @@ def test_dispatcher_environment_variable(monkeypatch):
 
 def test_gpu_backend_on_cpu_falls_back_with_warning(monkeypatch):
     monkeypatch.delenv("FUSIONMAMBA_SCAN_BACKEND", raising=False)
-    with pytest.warns(RuntimeWarning, match="using 'torch'"):
-        assert resolve_backend("mamba_ssm", "cpu") == "torch"
+    with pytest.warns(RuntimeWarning, match="using 'numba'"):  # CPU auto: the fused numba scan
+        assert resolve_backend("mamba_ssm", "cpu") == "numba"
 
 
 def test_front_door_matches_reference():
