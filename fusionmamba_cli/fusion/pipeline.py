@@ -13,7 +13,7 @@ import torch
 
 from fusionmamba_cli.errors import PairMismatchError
 from fusionmamba_cli.fusion.tiling import fuse_tiled
-from fusionmamba_cli.imaging.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from fusionmamba_cli.imaging.colour import rgb_to_ycbcr, ycbcr_to_rgb_in_gamut
 from fusionmamba_cli.imaging.io import LoadedImage
 from fusionmamba_cli.model import FusionMamba
 from fusionmamba_cli.model.compiled import CompiledForward
@@ -218,8 +218,8 @@ class Fuser:
             if chroma is None:
                 results.append(FusedImage(y, bit_depth, notes))
                 continue
-            rgb = ycbcr_to_rgb(np.concatenate([y[..., None], chroma], axis=-1))
-            results.append(FusedImage(np.clip(rgb, 0.0, 1.0), bit_depth, notes))
+            rgb = ycbcr_to_rgb_in_gamut(np.concatenate([y[..., None], chroma], axis=-1))
+            results.append(FusedImage(rgb, bit_depth, notes))
         return results
 
     def _chroma(self, chroma1: np.ndarray | None, chroma2: np.ndarray | None) -> np.ndarray | None:

@@ -28,6 +28,22 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     return centred @ _YCBCR_TO_RGB.T.astype(np.float32)
 
 
+def ycbcr_to_rgb_in_gamut(ycbcr: np.ndarray) -> np.ndarray:
+    """(H, W, 3) YCbCr -> RGB in [0, 1] with the luma kept: where Y plus the chroma leaves the RGB cube,
+    the chroma is scaled towards grey just enough to fit (per pixel) instead of clipping the channels.
+
+    Clipping changes a pixel's luma (a fused Y of 0.9 with PET's saturated red gives R > 1, and the
+    clipped file is darker than the fusion); the chroma adds nothing to Y (BT.601 is linear), so
+    scaling it by s in [0, 1] keeps Y exactly: RGB = Y + s * d with d the chroma's RGB offset."""
+    y = np.clip(ycbcr[..., :1].astype(np.float32), 0.0, 1.0)
+    centred = ycbcr[..., 1:].astype(np.float32) - 0.5
+    offset = centred @ _YCBCR_TO_RGB[:, 1:].T.astype(np.float32)  # (H, W, 3): RGB minus Y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(offset > 0, (1.0 - y) / offset, np.where(offset < 0, -y / offset, np.inf))
+    scale = np.clip(room.min(axis=-1, keepdims=True), 0.0, 1.0)
+    return np.clip(y + scale * offset, 0.0, 1.0)
+
+
 def has_chroma(pixels: np.ndarray, min_share: float = 0.001) -> bool:
     """Whether an image shows colour: RGB whose channels differ by more than 2 grey levels (of 255) on
     at least `min_share` of its pixels. An RGB file holding a grey image (R = G = B) has none."""
