@@ -24,6 +24,7 @@ from fusionmamba_cli.cli.common import (
     ScanBackendOpt,
     TaskName,
     UsageError,
+    choices,
     console,
 )
 from fusionmamba_cli.datasets import default_data_root
@@ -31,6 +32,9 @@ from fusionmamba_cli.model import list_presets
 from fusionmamba_cli.training.data import HOLDOUT_SPLIT
 from fusionmamba_cli.training.losses import ANCHOR_NORMS, INTENSITY_NORMS, LOSS_NAMES, LossWeights
 from fusionmamba_cli.training.trainer import TrainConfig, train
+
+LossName = choices("LossName", LOSS_NAMES)
+AnchorName = choices("AnchorName", ANCHOR_NORMS)
 
 
 def train_command(
@@ -45,9 +49,9 @@ def train_command(
     lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant or cosine (decay to 1% of --lr over --steps).")] = "constant",
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Linear warm-up steps.")] = 0,
     crop: Annotated[int, typer.Option("--crop", min=16, help="Random crop size.")] = 128,
-    loss: Annotated[str, typer.Option("--loss", help=f"Objective: {', '.join(LOSS_NAMES)} (docs/training.md).")] = "two-scale",
+    loss: Annotated[LossName, typer.Option("--loss", help=f"Objective: {', '.join(LOSS_NAMES)} (docs/training.md).")] = LossName("two-scale"),
     vif_weight: Annotated[float, typer.Option("--vif-weight", min=0.0, help="two-scale: weight of the differentiable VIF reward.")] = 0.0,
-    anchor: Annotated[str, typer.Option("--anchor", help="two-scale: norm of the pull towards the rule, l1 or l2 (smooth; lets --vif-weight move the output).")] = "l1",
+    anchor: Annotated[AnchorName, typer.Option("--anchor", help="two-scale: norm of the pull towards the rule, l1 or l2 (smooth; lets --vif-weight move the output).")] = AnchorName("l1"),
     target_sigma: Annotated[float | None, typer.Option("--target-sigma", min=0.1, help="two-scale: base blur sigma of the rule (default: the model's).")] = None,
     target_gain: Annotated[float | None, typer.Option("--target-gain", min=0.1, help="two-scale: detail gain of the rule (default: the model's).")] = None,
     holdout: Annotated[int, typer.Option("--holdout", min=0, help=f"Hold every N-th training pair out (per task) as the '{HOLDOUT_SPLIT}' validation split.")] = 0,
@@ -71,10 +75,6 @@ def train_command(
     """Train FusionMamba without labels (default objective: the two-scale rule as anchor, see --loss)."""
     if lr_schedule not in ("constant", "cosine"):
         raise UsageError(f"--lr-schedule {lr_schedule!r}: choose constant or cosine")
-    if loss not in LOSS_NAMES:
-        raise UsageError(f"--loss {loss!r}: choose one of {', '.join(LOSS_NAMES)}")
-    if anchor not in ANCHOR_NORMS:
-        raise UsageError(f"--anchor {anchor!r}: choose {' or '.join(ANCHOR_NORMS)}")
     if val == HOLDOUT_SPLIT and not holdout:
         raise UsageError(f"--val {HOLDOUT_SPLIT} needs --holdout N")
     if intensity_loss not in INTENSITY_NORMS:
@@ -93,7 +93,7 @@ def train_command(
         steps = max(1, round(epochs * len(load_pairs(data, tasks, "train")) / batch_size))
     config = TrainConfig(
         data=str(data), tasks=tasks, out=str(out), preset=preset.value, steps=steps, batch_size=batch_size, lr=lr,
-        crop=crop, loss=loss, vif_weight=vif_weight, anchor=anchor, target_sigma=target_sigma, target_gain=target_gain,
+        crop=crop, loss=loss.value, vif_weight=vif_weight, anchor=anchor.value, target_sigma=target_sigma, target_gain=target_gain,
         holdout_every=holdout, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
         intensity_loss=intensity_loss, amp=amp, compile=compiled, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
         init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,

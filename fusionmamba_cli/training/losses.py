@@ -33,23 +33,41 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fusionmamba_cli.metrics.vif import vif_window_1d
 from fusionmamba_cli.model.two_scale import TwoScaleParams, two_scale_fusion
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
+def sobel_xy(x: torch.Tensor) -> torch.Tensor:
+    """Signed Sobel responses (B, 2, H, W) of (B, 1, H, W) images: horizontal then vertical, replicate border."""
+    kx = _SOBEL_X.to(x.device, x.dtype)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), torch.stack([kx, kx.t()])[:, None])
+
+
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     """|gx| + |gy| of (B, 1, H, W) images, Sobel kernels, replicate border."""
-    kx = _SOBEL_X.to(x.device, x.dtype)
-    kernels = torch.stack([kx, kx.t()])[:, None]  # (2, 1, 3, 3)
-    grads = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernels)
-    return grads.abs().sum(dim=1, keepdim=True)
+    return sobel_xy(x).abs().sum(dim=1, keepdim=True)
 
 
 def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
     coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     return g / g.sum()
+
+
+def _blur_valid(t: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable blur of (B, 1, H, W) images with the 1-D window `g`, valid region only."""
+    return F.conv2d(F.conv2d(t, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+
+
+def _local_moments(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Local means, variances and covariance of x and y under the window `g` (the SSIM statistics)."""
+    mu_x, mu_y = _blur_valid(x, g), _blur_valid(y, g)
+    var_x = _blur_valid(x * x, g) - mu_x**2
+    var_y = _blur_valid(y * y, g) - mu_y**2
+    cov = _blur_valid(x * y, g) - mu_x * mu_y
+    return mu_x, mu_y, var_x, var_y, cov
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -59,16 +77,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
     if pad is None:  # tiny crops: fall back to a window that fits
         size = min(x.shape[-2:]) | 1
         g = _gaussian_window(size, sigma, x.device, x.dtype)
-    gh, gv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, gh), gv)
-
     c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
+    mu_x, mu_y, var_x, var_y, cov = _local_moments(x, y, g)
     num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     return (num / den).mean()
@@ -124,25 +134,11 @@ def fusion_loss(fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor, weights
 LOSS_NAMES = ("two-scale", "paper", "authors")
 
 
-def sobel_xy(x: torch.Tensor) -> torch.Tensor:
-    """Signed Sobel responses (B, 2, H, W): horizontal then vertical, replicate border."""
-    kx = _SOBEL_X.to(x.device, x.dtype)
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), torch.stack([kx, kx.t()])[:, None])
-
-
 def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor, data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean SSIM and contrast-structure term (11x11 Gaussian or smaller on tiny images, valid region)."""
-    size = min(11, *x.shape[-2:])
-    g = _gaussian_window(size, 1.5, x.device, x.dtype)
-    gh, gv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, gh), gv)
-
+    g = _gaussian_window(min(11, *x.shape[-2:]), 1.5, x.device, x.dtype)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x, var_y = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
+    mu_x, mu_y, var_x, var_y, cov = _local_moments(x, y, g)
     cs = (2 * cov + c2) / (var_x + var_y + c2)
     luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
     return (luminance * cs).mean(), cs.mean()
@@ -179,27 +175,15 @@ def authors_loss(fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor) -> tup
     return total, {name: value.detach() for name, value in terms.items()}
 
 
-_VIF_SIGMA_NSQ = 2.0
+_VIF_SIGMA_NSQ = 2.0  # the metric's constants (metrics/vif.py)
 _VIF_EPS = 1e-10
-
-
-def _vif_window(scale: int, device, dtype) -> torch.Tensor:
-    n = 2 ** (5 - scale) + 1
-    return _gaussian_window(n, n / 5.0, device, dtype)
 
 
 def _vif_scale_terms(ref: torch.Tensor, dist: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image numerator and denominator sums of one VIF scale (the metric's corrections, smooth
     where the metric is: the masks only pick which formula applies)."""
-    gh, gv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, gh), gv)
-
-    mu1, mu2 = blur(ref), blur(dist)
-    s1 = (blur(ref * ref) - mu1 * mu1).clamp_min(0)
-    s2 = (blur(dist * dist) - mu2 * mu2).clamp_min(0)
-    s12 = blur(ref * dist) - mu1 * mu2
+    _, _, s1, s2, s12 = _local_moments(ref, dist, g)
+    s1, s2 = s1.clamp_min(0), s2.clamp_min(0)
     gain = s12 / (s1 + _VIF_EPS)
     sv = s2 - gain * s12
     low1, low2 = s1 < _VIF_EPS, s2 < _VIF_EPS
@@ -221,11 +205,10 @@ def vif_differentiable(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     ref, dist = ref * 255.0, dist * 255.0
     num = den = 0.0
     for scale in range(1, 5):
-        g = _vif_window(scale, ref.device, ref.dtype)
+        g = torch.from_numpy(vif_window_1d(scale)).to(ref.device, ref.dtype)  # the metric's window
         if scale > 1:
-            gh, gv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
-            ref = F.conv2d(F.conv2d(ref, gh), gv)[..., ::2, ::2]
-            dist = F.conv2d(F.conv2d(dist, gh), gv)[..., ::2, ::2]
+            ref = _blur_valid(ref, g)[..., ::2, ::2]
+            dist = _blur_valid(dist, g)[..., ::2, ::2]
         n, d = _vif_scale_terms(ref, dist, g)
         num, den = num + n, den + d
     return num / den.clamp_min(_VIF_EPS)

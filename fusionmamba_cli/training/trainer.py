@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,6 @@ from fusionmamba_cli.devices import pick_device
 from fusionmamba_cli.errors import FusionMambaError, InvalidRequestError, is_out_of_memory
 from fusionmamba_cli.model import FusionMamba, get_preset
 from fusionmamba_cli.model.compiled import CompiledForward
-from fusionmamba_cli.model.two_scale import TwoScaleParams
 from fusionmamba_cli.training.data import HOLDOUT_SPLIT, PairSet, load_pairs, make_batch, split_holdout
 from fusionmamba_cli.training.losses import LossWeights, Objective
 
@@ -162,17 +161,12 @@ def _build(config: TrainConfig) -> FusionMamba:
 
 
 def _objective(config: TrainConfig, model: FusionMamba) -> Objective:
-    """The training objective; the two-scale target defaults to the model's own rule (its skip)."""
-    return Objective(
-        config.loss, LossWeights.parse(config.loss_weights), config.intensity_loss,
-        TwoScaleParams(
-            base_sigma=config.target_sigma or model.config.two_scale_sigma,
-            detail_gain=config.target_gain or model.config.two_scale_gain,
-            floor=model.config.two_scale_floor,
-        ),
-        config.vif_weight,
-        config.anchor,
-    )
+    """The training objective; the two-scale target is the model's own rule (its skip), with
+    --target-sigma / --target-gain overriding it (e.g. for --init weights of another rule)."""
+    overrides = {"base_sigma": config.target_sigma, "detail_gain": config.target_gain}
+    target = replace(model.two_scale_params, **{k: v for k, v in overrides.items() if v})
+    return Objective(config.loss, LossWeights.parse(config.loss_weights), config.intensity_loss, target,
+                     config.vif_weight, config.anchor)
 
 
 def _validate(model: FusionMamba, pairs: PairSet, device: torch.device, limit: int) -> dict[str, float]:
