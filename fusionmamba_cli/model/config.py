@@ -24,8 +24,10 @@ class FusionMambaConfig:
     use 16 whatever `d_state` says (`dvss_d_state` keeps that quirk explicit).
     `block`, `fusion`, `use_dfem`, `use_cmfm` are the paper's Table 7 ablations. `output_skip` is what
     the output adds to the head (OUTPUT_SKIPS); it has no parameters, and files without it are "authors".
-    `two_scale_sigma` / `two_scale_gain` / `two_scale_floor` are the base blur, detail gain and halo
-    floor of the "two_scale" skip (`model/two_scale.py`).
+    `two_scale_sigma` / `two_scale_gain` / `two_scale_floor` / `two_scale_energy_sigma` /
+    `two_scale_weight_sigma` / `two_scale_smooth_x2` are the base blur, detail gain, halo floor,
+    detail-energy window, choice softening and x2 pre-blur of the "two_scale" skip
+    (`model/two_scale.TwoScaleParams`).
     """
 
     dims: tuple[int, ...] = (96, 192, 384, 768)
@@ -44,6 +46,9 @@ class FusionMambaConfig:
     two_scale_sigma: float = 4.0
     two_scale_gain: float = 1.0
     two_scale_floor: float = 0.3
+    two_scale_energy_sigma: float = 2.0
+    two_scale_weight_sigma: float = 1.0
+    two_scale_smooth_x2: float = 0.0
     patch_size: int = field(default=4, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,6 +71,9 @@ class FusionMambaConfig:
             raise ValueError(f"two_scale_sigma and two_scale_gain must be positive, got {self.two_scale_sigma}, {self.two_scale_gain}")
         if not 0 <= self.two_scale_floor < 1:
             raise ValueError(f"two_scale_floor must be in [0, 1), got {self.two_scale_floor}")
+        if self.two_scale_energy_sigma <= 0 or self.two_scale_weight_sigma < 0 or self.two_scale_smooth_x2 < 0:
+            raise ValueError("two_scale_energy_sigma must be positive and two_scale_weight_sigma, two_scale_smooth_x2 "
+                             f"non-negative, got {self.two_scale_energy_sigma}, {self.two_scale_weight_sigma}, {self.two_scale_smooth_x2}")
         if self.patch_size != 4:
             raise ValueError("only patch_size=4 works end to end (the head always upsamples x4)")
 

@@ -179,7 +179,9 @@ class FusionMamba(nn.Module):
     def two_scale_params(self) -> TwoScaleParams:
         """The parameters of the two-scale rule (the "two_scale" skip, and the loss' target)."""
         cfg = self.config
-        return TwoScaleParams(base_sigma=cfg.two_scale_sigma, detail_gain=cfg.two_scale_gain, floor=cfg.two_scale_floor)
+        return TwoScaleParams(base_sigma=cfg.two_scale_sigma, detail_gain=cfg.two_scale_gain, floor=cfg.two_scale_floor,
+                              energy_sigma=cfg.two_scale_energy_sigma, weight_sigma=cfg.two_scale_weight_sigma,
+                              smooth_x2=cfg.two_scale_smooth_x2)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -7,6 +7,9 @@ G_s is a Gaussian blur of sigma s; w is 1 where A has the higher local detail en
 sigma 2 over the squared detail), softened by a sigma-1 blur so that the choice has no hard seams. The floor f limits halos: where
 one source has a strong edge next to the other's flat content (a CT skull beside MRI tissue), the
 selected detail would push T to black; no pixel gets darker than f times the brighter source.
+For PET and SPECT, whose low-resolution scans come upsampled in 4-pixel blocks, the rule may first
+blur x2 a little (`smooth_x2`): its finest scale holds only block edges, which the detail choice
+would otherwise carry into T as a 4-pixel grid (the floor still uses the unblurred source).
 It is the starting point of the network's `two_scale` output skip (the head learns a correction)
 and the anchor of the `two-scale` training loss. Every operation is differentiable and shape-agnostic.
 """
@@ -22,13 +25,36 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class TwoScaleParams:
-    """Base blur sigma (pixels), detail gain, halo floor and the detail-energy window's sigma."""
+    """Base blur sigma (pixels), detail gain, halo floor, the detail-energy window's sigma, the
+    choice map's softening sigma (0: a hard choice) and the pre-blur of x2 (0: none)."""
 
     base_sigma: float = 4.0
     detail_gain: float = 1.0
     floor: float = 0.3
     energy_sigma: float = 2.0
     weight_sigma: float = 1.0
+    smooth_x2: float = 0.0
+
+
+# Each task's rule, chosen on the hold-out split (every 5th training pair; all 3 for gfp_pc), never on
+# test (BENCHMARKS.md, "Round 7: a rule per task"). A larger detail-energy window makes the choice
+# follow whole structures (VIF rewards selecting a source); ir_vis gains detail for SF; ct_mri's hard
+# choice keeps CT edges crisp; PET/SPECT are pre-blurred against their 4-px blocks; GFP-PC's wide base
+# keeps both cells' shading (SCD).
+TASK_RULES: dict[str, TwoScaleParams] = {
+    "ir_vis": TwoScaleParams(base_sigma=8.0, detail_gain=1.15, energy_sigma=8.0),
+    "ct_mri": TwoScaleParams(base_sigma=8.0, floor=0.2, energy_sigma=4.0, weight_sigma=0.0),
+    "pet_mri": TwoScaleParams(base_sigma=4.0, smooth_x2=1.0),
+    "spect_mri": TwoScaleParams(base_sigma=4.0, smooth_x2=1.0),
+    "gfp_pc": TwoScaleParams(base_sigma=24.0),
+}
+
+
+def config_fields(params: TwoScaleParams) -> dict[str, float]:
+    """The FusionMambaConfig fields (two_scale_*) that give a model this rule as its skip."""
+    return {"two_scale_sigma": params.base_sigma, "two_scale_gain": params.detail_gain, "two_scale_floor": params.floor,
+            "two_scale_energy_sigma": params.energy_sigma, "two_scale_weight_sigma": params.weight_sigma,
+            "two_scale_smooth_x2": params.smooth_x2}
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -56,11 +82,14 @@ def detail_weight(detail_a: torch.Tensor, detail_b: torch.Tensor, params: TwoSca
 
 
 def two_scale_fusion(a: torch.Tensor, b: torch.Tensor, params: TwoScaleParams = TwoScaleParams(), clamp: bool = True) -> torch.Tensor:
-    """The two-scale rule T for (B, 1, H, W) images in [0, 1] (module docstring)."""
+    """The two-scale rule T for (B, 1, H, W) images in [0, 1] (module docstring); a is x1, b is x2."""
+    brighter = torch.maximum(a, b)
+    if params.smooth_x2 > 0:
+        b = gaussian_blur(b, params.smooth_x2)
     base_a, base_b = gaussian_blur(a, params.base_sigma), gaussian_blur(b, params.base_sigma)
     detail_a, detail_b = a - base_a, b - base_b
     w = detail_weight(detail_a, detail_b, params)
     fused = torch.maximum(base_a, base_b) + params.detail_gain * (w * detail_a + (1 - w) * detail_b)
     if params.floor > 0:
-        fused = torch.maximum(fused, params.floor * torch.maximum(a, b))
+        fused = torch.maximum(fused, params.floor * brighter)
     return fused.clamp(0, 1) if clamp else fused

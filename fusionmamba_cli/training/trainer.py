@@ -27,6 +27,7 @@ from fusionmamba_cli.devices import pick_device
 from fusionmamba_cli.errors import FusionMambaError, InvalidRequestError, is_out_of_memory
 from fusionmamba_cli.model import FusionMamba, get_preset
 from fusionmamba_cli.model.compiled import CompiledForward
+from fusionmamba_cli.model.two_scale import TASK_RULES, config_fields
 from fusionmamba_cli.training.data import HOLDOUT_SPLIT, PairSet, load_pairs, make_batch, split_holdout
 from fusionmamba_cli.training.losses import LossWeights, Objective
 
@@ -55,6 +56,7 @@ class TrainConfig:
     anchor: str = "l1"
     target_sigma: float | None = None
     target_gain: float | None = None
+    head_init: float = 0.0
     holdout_every: int = 0
     amp: bool = False
     seed: int = 0
@@ -152,12 +154,29 @@ def _build(config: TrainConfig) -> FusionMamba:
         state, model_config, _ = read_checkpoint(resolve_weights(config.init))
         return build_model(state, model_config, config.init)
     torch.manual_seed(config.seed)
-    overrides = dict(config.preset_overrides)
+    overrides = _task_rule_fields(config)
+    overrides.update(config.preset_overrides)
     if config.target_sigma:  # a new model's two-scale skip is the rule the loss targets
         overrides["two_scale_sigma"] = config.target_sigma
     if config.target_gain:
         overrides["two_scale_gain"] = config.target_gain
-    return FusionMamba(get_preset(config.preset, **overrides))
+    model = FusionMamba(get_preset(config.preset, **overrides))
+    if config.head_init > 0:
+        _start_head_off_zero(model, config.head_init)
+    return model
+
+
+def _start_head_off_zero(model: FusionMamba, std: float) -> None:
+    """Draw the head's last conv from N(0, std) instead of zeros: a zero 4->1 conv passes no gradient
+    upstream, and its own gradient averages out, so a rule-skip model never leaves its rule."""
+    torch.nn.init.normal_(model.final_conv.weight, std=std)
+
+
+def _task_rule_fields(config: TrainConfig) -> dict:
+    """A one-task two-scale model starts with that task's rule (TASK_RULES); pooled models keep the preset's."""
+    if len(config.tasks) != 1 or config.tasks[0] not in TASK_RULES or get_preset(config.preset).output_skip != "two_scale":
+        return {}
+    return config_fields(TASK_RULES[config.tasks[0]])
 
 
 def _objective(config: TrainConfig, model: FusionMamba) -> Objective:
