@@ -174,7 +174,7 @@ def _start_head_off_zero(model: FusionMamba, std: float) -> None:
 
 def _task_rule_fields(config: TrainConfig) -> dict:
     """A one-task two-scale model starts with that task's rule (TASK_RULES); pooled models keep the preset's."""
-    if len(config.tasks) != 1 or config.tasks[0] not in TASK_RULES or get_preset(config.preset).output_skip != "two_scale":
+    if len(config.tasks) != 1 or config.tasks[0] not in TASK_RULES or get_preset(config.preset, **config.preset_overrides).output_skip != "two_scale":
         return {}
     return config_fields(TASK_RULES[config.tasks[0]])
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from fusionmamba_cli.training.data import batch_indices, load_pairs, make_batch, pack_splits
 from fusionmamba_cli.training.losses import LossWeights, fusion_loss, ssim
+from fusionmamba_cli.model.two_scale import TASK_RULES
 from fusionmamba_cli.training.trainer import TrainConfig, learning_rate, train
 from tests.conftest import REPO, smooth_image
 
@@ -264,3 +265,28 @@ def test_resuming_a_finished_run_says_so(data_root, tmp_path, capsys):
     assert result.code == 0, result.err
     assert "already finished at step 2 of 2" in result.err and "done:" not in result.err
     assert (tmp_path / "run/final.safetensors").read_bytes() == final
+
+
+def test_a_one_task_two_scale_model_starts_as_that_tasks_rule(data_root, tmp_path):
+    from fusionmamba_cli.checkpoints.files import load_model
+
+    skip = {"output_skip": "two_scale"}
+    train(_config(data_root, tmp_path / "one", steps=1, preset_overrides=skip))
+    assert load_model(tmp_path / "one/final.safetensors", device="cpu").two_scale_params == TASK_RULES["ct_mri"]
+    train(_config(data_root, tmp_path / "pooled", steps=1, tasks=["ct_mri", "gfp_pc"], preset_overrides=skip))
+    pooled = load_model(tmp_path / "pooled/final.safetensors", device="cpu").two_scale_params
+    assert pooled != TASK_RULES["ct_mri"] and pooled != TASK_RULES["gfp_pc"]  # the preset's own rule
+
+
+def test_head_init_lets_gradients_reach_the_network_behind_the_head(data_root, tmp_path):
+    """A zero last conv passes no gradient upstream; --head-init draws it off zero so training can move the head."""
+    from fusionmamba_cli.training.trainer import _build
+
+    def upstream_grad(head_init: float) -> float:
+        model = _build(_config(data_root, tmp_path, preset_overrides={"output_skip": "two_scale"}, head_init=head_init))
+        a, b = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+        model(a, b).square().mean().backward()
+        return sum(float(p.grad.abs().sum()) for n, p in model.named_parameters() if p.grad is not None and "final_conv" not in n)
+
+    assert upstream_grad(0.0) == 0.0
+    assert upstream_grad(0.01) > 0.0
