@@ -1,7 +1,7 @@
 """When the model may use the fused CPU kernels of `ops/cpu_kernels.py` instead of stock torch ops.
 
 Only for inference on fp32 CPU tensors: no gradient wanted (the kernels are forward-only), not under
-`torch.compile`, numba importable, and not switched off by ``FUSIONMAMBA_CPU_KERNELS=0`` (read on
+`torch.compile` or a dispatch mode (FlopCounterMode counts the torch ops), numba importable, and not switched off by ``FUSIONMAMBA_CPU_KERNELS=0`` (read on
 every call, so a benchmark can A/B them in one process). GPU and training paths never get here.
 """
 
@@ -39,6 +39,15 @@ def cpu_kernels_for(*tensors: torch.Tensor) -> ModuleType | None:
             return None
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return None
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or _dispatch_mode_active():
         return None
     return _load()
+
+
+def _dispatch_mode_active() -> bool:
+    """A TorchDispatchMode (FlopCounterMode, fake tensors) wants to see every op: no kernel hides any."""
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+    except ImportError:  # pragma: no cover - older or newer torch without it
+        return False
+    return _get_current_dispatch_mode() is not None
