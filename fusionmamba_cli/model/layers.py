@@ -10,6 +10,16 @@ from torch import nn
 from fusionmamba_cli.ops.fused import cpu_kernels_for
 
 
+def has_hooks(*modules: nn.Module) -> bool:
+    """Whether a forward hook (global or on any of `modules`) would see these modules run: a fused
+    kernel that computes them without calling them is then not taken."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
 class LayerNorm(nn.LayerNorm):
     """nn.LayerNorm over the last dim (same parameters and state dict); fp32 CPU inference runs the
     fused kernel of `ops/cpu_kernels.py` (2-4x faster than torch's on rows of 4-64 channels)."""
@@ -125,7 +135,7 @@ class SqueezeExcite(nn.Module):
         self.channel_select = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernels = cpu_kernels_for(x, self.norm.weight, self.norm.bias)
+        kernels = None if has_hooks(self.norm) else cpu_kernels_for(x, self.norm.weight, self.norm.bias)
         if kernels is not None:  # mean_hw(LN x) in one pass, LN x never materialised
             pooled = kernels.layer_norm_mean(x, self.norm.weight, self.norm.bias, self.norm.eps)
         else:

@@ -12,7 +12,7 @@ from torch import nn
 from fusionmamba_cli.model.blocks import BLOCKS
 from fusionmamba_cli.model.config import FusionMambaConfig
 from fusionmamba_cli.model.dffm import DFFM, DVSSFusion
-from fusionmamba_cli.model.layers import PatchEmbed, PatchExpand, PatchMerging
+from fusionmamba_cli.model.layers import PatchEmbed, PatchExpand, PatchMerging, has_hooks
 from fusionmamba_cli.model.ssm import ScanCore2D
 from fusionmamba_cli.model.two_scale import TwoScaleParams, two_scale_fusion
 from fusionmamba_cli.ops.fused import cpu_kernels_for
@@ -164,8 +164,9 @@ class FusionMamba(nn.Module):
         """final_up (x4 depth-to-space + LN) then the 1x1 final_conv; on fp32 CPU inference one fused
         kernel (the (B, 4H, 4W, C/16) map it would normalise was the forward's largest LayerNorm)."""
         up, conv = self.final_up, self.final_conv
-        kernels = cpu_kernels_for(x, up.norm.weight, up.norm.bias, conv.weight, conv.bias)
-        if kernels is None or conv.out_channels != 1:
+        fusable = conv.out_channels == 1 and conv.bias is not None and not has_hooks(up, up.norm, conv)
+        kernels = cpu_kernels_for(x, up.norm.weight, up.norm.bias, conv.weight, conv.bias) if fusable else None
+        if kernels is None:
             return conv(up(x).permute(0, 3, 1, 2))
         return kernels.norm_project(up.expand(x), up.scale, up.norm.weight, up.norm.bias, up.norm.eps, conv.weight, conv.bias)
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionmamba_cli.model.layers import LayerNorm
+from fusionmamba_cli.model.layers import LayerNorm, has_hooks
 from fusionmamba_cli.ops.es2d import es2d_merge, es2d_scan
 from fusionmamba_cli.ops.fused import cpu_kernels_for
 from fusionmamba_cli.ops.selective_scan import selective_scan
@@ -74,7 +74,7 @@ class ScanCore2D(nn.Module):
             backend=self.scan_backend,
         )
         norm = self.out_norm
-        kernels = cpu_kernels_for(ys, norm.weight, norm.bias)
+        kernels = None if has_hooks(norm) else cpu_kernels_for(ys, norm.weight, norm.bias)
         if kernels is not None:  # merge + channels-last + LN in one pass (no (B, D, H, W) map, no copy)
             return kernels.merge_norm(ys, height, width, norm.weight, norm.bias, norm.eps)
         y = es2d_merge(ys.reshape(batch, DIRECTIONS, inner, length), height, width)

@@ -110,3 +110,13 @@ def test_model_with_and_without_the_kernels(preset, monkeypatch):
         monkeypatch.setenv(ENV_VAR, "0")
         plain = model(x1, x2)
     assert _rel_err(fused, plain) < TOL
+
+
+def test_forward_hooks_still_see_the_modules_the_kernels_fuse():
+    model = create_model("micro").eval()
+    seen = []
+    model.final_conv.register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
+    model.layers[0].blocks[0].op.out_norm.register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
+    with torch.inference_mode():
+        model(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32))
+    assert len(seen) == 3  # out_norm per encoder stream, then the head's conv
