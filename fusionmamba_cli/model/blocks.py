@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionmamba_cli.model.layers import ECA, LDC, DropPath, Mlp, SqueezeExcite
+from fusionmamba_cli.model.layers import ECA, LDC, DropPath, LayerNorm, Mlp, SqueezeExcite
 from fusionmamba_cli.model.ssm import ESSM
 
 
@@ -19,12 +19,12 @@ class DVSSBlock(nn.Module):
 
     def __init__(self, dim: int, d_state: int = 16, drop_path: float = 0.0) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.op = ESSM(dim, d_state=d_state)
         self.conv_branch = LDC(dim)
         self.self_attention_cross_channel = ECA()
         self.se = SqueezeExcite(dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim)
         self.drop_path = DropPath(drop_path)
 
@@ -42,11 +42,11 @@ class EVSSBlock(nn.Module):
 
     def __init__(self, dim: int, d_state: int = 16, drop_path: float = 0.0) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.op = ESSM(dim, d_state=d_state)
         self.local = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.se = SqueezeExcite(dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim)
         self.drop_path = DropPath(drop_path)
 
@@ -65,10 +65,10 @@ class TransformerBlock(nn.Module):
         super().__init__()
         del d_state  # same signature as the other blocks
         self.heads = max(1, dim // 16)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim)
         self.drop_path = DropPath(drop_path)
 

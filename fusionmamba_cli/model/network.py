@@ -12,9 +12,10 @@ from torch import nn
 from fusionmamba_cli.model.blocks import BLOCKS
 from fusionmamba_cli.model.config import FusionMambaConfig
 from fusionmamba_cli.model.dffm import DFFM, DVSSFusion
-from fusionmamba_cli.model.layers import PatchEmbed, PatchExpand, PatchMerging
+from fusionmamba_cli.model.layers import PatchEmbed, PatchExpand, PatchMerging, has_hooks
 from fusionmamba_cli.model.ssm import ScanCore2D
 from fusionmamba_cli.model.two_scale import TwoScaleParams, two_scale_fusion
+from fusionmamba_cli.ops.fused import cpu_kernels_for
 from fusionmamba_cli.ops.selective_scan import check_backend_name
 
 
@@ -157,8 +158,17 @@ class FusionMamba(nn.Module):
             level = levels - j
             fused = self.Cross_block[level](skips1[level], skips2[level])
             x = self.layers_up[j](x + fused)
-        head = self.final_up(x).permute(0, 3, 1, 2)
-        return self.final_conv(head)
+        return self._head(x)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """final_up (x4 depth-to-space + LN) then the 1x1 final_conv; on fp32 CPU inference one fused
+        kernel (the (B, 4H, 4W, C/16) map it would normalise was the forward's largest LayerNorm)."""
+        up, conv = self.final_up, self.final_conv
+        fusable = conv.out_channels == 1 and conv.bias is not None and not has_hooks(up, up.norm, conv)
+        kernels = cpu_kernels_for(x, up.norm.weight, up.norm.bias, conv.weight, conv.bias) if fusable else None
+        if kernels is None:
+            return conv(up(x).permute(0, 3, 1, 2))
+        return kernels.norm_project(up.expand(x), up.scale, up.norm.weight, up.norm.bias, up.norm.eps, conv.weight, conv.bias)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         if x1.shape != x2.shape or x1.ndim != 4 or x1.shape[1] != 1:

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionmamba_cli.model.layers import LayerNorm, has_hooks
 from fusionmamba_cli.ops.es2d import es2d_merge, es2d_scan
+from fusionmamba_cli.ops.fused import cpu_kernels_for
 from fusionmamba_cli.ops.selective_scan import selective_scan
 
 DIRECTIONS = 4  # ES2D's four atrous sub-grids
@@ -35,7 +37,7 @@ class ScanCore2D(nn.Module):
         self.dt_projs_bias = nn.Parameter(torch.empty(k, inner))
         self.A_logs = nn.Parameter(torch.empty(k * inner, n))
         self.Ds = nn.Parameter(torch.empty(k * inner))
-        self.out_norm = nn.LayerNorm(inner)
+        self.out_norm = LayerNorm(inner)
         self.scan_backend: str | None = None  # None: the dispatcher's default ($FUSIONMAMBA_SCAN_BACKEND or auto)
         self.reset_scan_parameters()
 
@@ -71,8 +73,12 @@ class ScanCore2D(nn.Module):
             delta_softplus=True,
             backend=self.scan_backend,
         )
+        norm = self.out_norm
+        kernels = None if has_hooks(norm) else cpu_kernels_for(ys, norm.weight, norm.bias)
+        if kernels is not None:  # merge + channels-last + LN in one pass (no (B, D, H, W) map, no copy)
+            return kernels.merge_norm(ys, height, width, norm.weight, norm.bias, norm.eps)
         y = es2d_merge(ys.reshape(batch, DIRECTIONS, inner, length), height, width)
-        return self.out_norm(y.permute(0, 2, 3, 1))
+        return norm(y.permute(0, 2, 3, 1))
 
 
 class ESSM(ScanCore2D):
