@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from dataclasses import asdict
-
+from fusionmamba_cli.checkpoints.files import read_checkpoint
 from fusionmamba_cli.checkpoints.manifest import sha256_of
-from fusionmamba_cli.model.two_scale import TASK_RULES
+from fusionmamba_cli.model.two_scale import params_from_config
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 PACK = ("../shared/data train splits as luminance (ir_vis images with a side > 512 downscaled to 512), every 5th pair "
@@ -49,7 +49,7 @@ def main() -> None:
         record = {"name": entry["name"], "file": path.name, "sha256": sha256_of(path), "size": path.stat().st_size, **COMMON, **entry}
         record["training_data"] = PACK
         if len(entry["tasks"]) == 1:  # round 7: the skip is the task's rule, chosen on the hold-out split
-            record["rule"] = asdict(TASK_RULES[entry["tasks"][0]])
+            record["rule"] = asdict(params_from_config(read_checkpoint(path)[1]))  # as the file stores it
             record["rule_note"] = ("skip rule set to model.two_scale.TASK_RULES after training (round 7); "
                                    "the head is as trained, its last conv at most 7.6e-6, so the model fuses as the rule")
         scores = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.split("/", 1)[0] == entry["name"]}

@@ -14,7 +14,7 @@ from fusionmamba_cli.model.config import FusionMambaConfig
 from fusionmamba_cli.model.dffm import DFFM, DVSSFusion
 from fusionmamba_cli.model.layers import PatchEmbed, PatchExpand, PatchMerging, has_hooks
 from fusionmamba_cli.model.ssm import ScanCore2D
-from fusionmamba_cli.model.two_scale import TwoScaleParams, two_scale_fusion
+from fusionmamba_cli.model.two_scale import TwoScaleParams, params_from_config, two_scale_fusion
 from fusionmamba_cli.ops.fused import cpu_kernels_for
 from fusionmamba_cli.ops.selective_scan import check_backend_name
 
@@ -188,10 +188,7 @@ class FusionMamba(nn.Module):
     @property
     def two_scale_params(self) -> TwoScaleParams:
         """The parameters of the two-scale rule (the "two_scale" skip, and the loss' target)."""
-        cfg = self.config
-        return TwoScaleParams(base_sigma=cfg.two_scale_sigma, detail_gain=cfg.two_scale_gain, floor=cfg.two_scale_floor,
-                              energy_sigma=cfg.two_scale_energy_sigma, weight_sigma=cfg.two_scale_weight_sigma,
-                              smooth_x2=cfg.two_scale_smooth_x2)
+        return params_from_config(self.config)
 
 
 def _init_weights(module: nn.Module) -> None:

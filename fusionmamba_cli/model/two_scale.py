@@ -50,11 +50,20 @@ TASK_RULES: dict[str, TwoScaleParams] = {
 }
 
 
+# TwoScaleParams field -> the FusionMambaConfig field that stores it (the "two_scale" skip's rule)
+CONFIG_FIELDS = {"base_sigma": "two_scale_sigma", "detail_gain": "two_scale_gain", "floor": "two_scale_floor",
+                 "energy_sigma": "two_scale_energy_sigma", "weight_sigma": "two_scale_weight_sigma",
+                 "smooth_x2": "two_scale_smooth_x2"}
+
+
 def config_fields(params: TwoScaleParams) -> dict[str, float]:
     """The FusionMambaConfig fields (two_scale_*) that give a model this rule as its skip."""
-    return {"two_scale_sigma": params.base_sigma, "two_scale_gain": params.detail_gain, "two_scale_floor": params.floor,
-            "two_scale_energy_sigma": params.energy_sigma, "two_scale_weight_sigma": params.weight_sigma,
-            "two_scale_smooth_x2": params.smooth_x2}
+    return {field: getattr(params, name) for name, field in CONFIG_FIELDS.items()}
+
+
+def params_from_config(config) -> TwoScaleParams:
+    """The rule a FusionMambaConfig's two_scale_* fields describe (the inverse of `config_fields`)."""
+    return TwoScaleParams(**{name: getattr(config, field) for name, field in CONFIG_FIELDS.items()})
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -83,7 +92,7 @@ def detail_weight(detail_a: torch.Tensor, detail_b: torch.Tensor, params: TwoSca
 
 def two_scale_fusion(a: torch.Tensor, b: torch.Tensor, params: TwoScaleParams = TwoScaleParams(), clamp: bool = True) -> torch.Tensor:
     """The two-scale rule T for (B, 1, H, W) images in [0, 1] (module docstring); a is x1, b is x2."""
-    brighter = torch.maximum(a, b)
+    brighter = torch.maximum(a, b) if params.floor > 0 else None  # the floor's, from the unblurred sources
     if params.smooth_x2 > 0:
         b = gaussian_blur(b, params.smooth_x2)
     base_a, base_b = gaussian_blur(a, params.base_sigma), gaussian_blur(b, params.base_sigma)
