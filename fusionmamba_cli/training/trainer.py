@@ -150,10 +150,13 @@ def _agree(flag: bool, ddp: _Ranks, device: torch.device) -> bool:
 
 
 def _build(config: TrainConfig) -> FusionMamba:
+    torch.manual_seed(config.seed)
     if config.init:
         state, model_config, _ = read_checkpoint(resolve_weights(config.init))
-        return build_model(state, model_config, config.init)
-    torch.manual_seed(config.seed)
+        model = build_model(state, model_config, config.init)
+        if config.head_init > 0:  # fine-tuning a rule-skip model whose head stayed at zero
+            _start_head_off_zero(model, config.head_init)
+        return model
     overrides = _task_rule_fields(config)
     overrides.update(config.preset_overrides)
     if config.target_sigma:  # a new model's two-scale skip is the rule the loss targets

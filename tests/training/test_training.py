@@ -290,3 +290,20 @@ def test_head_init_lets_gradients_reach_the_network_behind_the_head(data_root, t
 
     assert upstream_grad(0.0) == 0.0
     assert upstream_grad(0.01) > 0.0
+
+
+def test_head_init_also_applies_when_fine_tuning_from_init(data_root, tmp_path):
+    """--init of a model whose head is zero plus --head-init: the head is redrawn, the rest is kept."""
+    from fusionmamba_cli.checkpoints.files import load_model, save_weights
+    from fusionmamba_cli.training.trainer import _build
+
+    train(_config(data_root, tmp_path / "base", steps=1, preset_overrides={"output_skip": "two_scale"}))
+    base = load_model(tmp_path / "base/final.safetensors", device="cpu")
+    torch.nn.init.zeros_(base.final_conv.weight)
+    save_weights(base, tmp_path / "zero-head.safetensors")
+    kept = _build(_config(data_root, tmp_path, init=str(tmp_path / "zero-head.safetensors")))
+    redrawn = _build(_config(data_root, tmp_path, init=str(tmp_path / "zero-head.safetensors"), head_init=0.01))
+    assert float(kept.final_conv.weight.abs().max()) == 0.0
+    assert float(redrawn.final_conv.weight.abs().max()) > 0.0
+    other = [n for n, _ in base.named_parameters() if "final_conv" not in n]
+    assert all(torch.equal(dict(redrawn.named_parameters())[n], dict(base.named_parameters())[n]) for n in other)
