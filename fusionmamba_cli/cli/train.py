@@ -51,6 +51,7 @@ def train_command(
     crop: Annotated[int, typer.Option("--crop", min=16, help="Random crop size.")] = 128,
     loss: Annotated[LossName, typer.Option("--loss", help=f"Objective: {', '.join(LOSS_NAMES)} (docs/training.md).")] = LossName("two-scale"),
     vif_weight: Annotated[float, typer.Option("--vif-weight", min=0.0, help="two-scale: weight of the differentiable VIF reward.")] = 0.0,
+    qabf_weight: Annotated[float, typer.Option("--qabf-weight", min=0.0, help="two-scale: weight of the differentiable Qabf reward (edge strength and orientation kept from the sources).")] = 0.0,
     anchor: Annotated[AnchorName, typer.Option("--anchor", help="two-scale: norm of the pull towards the rule, l1 or l2 (smooth; lets --vif-weight move the output).")] = AnchorName("l1"),
     target_sigma: Annotated[float | None, typer.Option("--target-sigma", min=0.1, help="two-scale: base blur sigma of the rule (default: the model's).")] = None,
     target_gain: Annotated[float | None, typer.Option("--target-gain", min=0.1, help="two-scale: detail gain of the rule (default: the model's).")] = None,
@@ -94,7 +95,7 @@ def train_command(
         steps = max(1, round(epochs * len(load_pairs(data, tasks, "train")) / batch_size))
     config = TrainConfig(
         data=str(data), tasks=tasks, out=str(out), preset=preset.value, steps=steps, batch_size=batch_size, lr=lr,
-        crop=crop, loss=loss.value, vif_weight=vif_weight, anchor=anchor.value, target_sigma=target_sigma, target_gain=target_gain, head_init=head_init,
+        crop=crop, loss=loss.value, vif_weight=vif_weight, qabf_weight=qabf_weight, anchor=anchor.value, target_sigma=target_sigma, target_gain=target_gain, head_init=head_init,
         holdout_every=holdout, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
         intensity_loss=intensity_loss, amp=amp, compile=compiled, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
         init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,

@@ -3,8 +3,8 @@
 `two-scale` (the default; what the shipped task weights were trained with): the output is pulled
 towards the two-scale rule T of `model/two_scale.py`, pixel, signed Sobel and SSIM terms,
     L = |F - T| + 2 (|Sx F - Sx T| + |Sy F - Sy T|) + 0.5 (1 - SSIM(F, T))
-plus `vif_weight` times a differentiable VIF (the metric's vifp_mscale on 0..255 values) to reward
-what the metric rewards, and a penalty on values outside [0, 1] (they clip). The signed Sobel
+plus `vif_weight` times a differentiable VIF (the metric's vifp_mscale on 0..255 values) and
+`qabf_weight` times a differentiable Qabf (the metric's own formula) to reward what the metrics reward, and a penalty on values outside [0, 1] (they clip). The signed Sobel
 keeps edge orientation, which Qabf scores. Why not the paper's loss: its optimum is max(I1, I2)
 itself (BENCHMARKS.md, training rounds 3-4), which scores below the classical methods.
 
@@ -214,11 +214,49 @@ def vif_differentiable(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     return num / den.clamp_min(_VIF_EPS)
 
 
+_QABF_G = (0.9994, -15.0, 0.5)  # the metric's sigmoid constants (metrics/qabf.py)
+_QABF_A = (0.9879, -22.0, 0.8)
+
+
+def _qabf_strength_and_angle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel strength and angle atan(Sy / Sx) of (B, 1, H, W) 0..255 images as the metric takes them
+    (true convolution, zero padding). The angle is atan2 folded into (-pi/2, pi/2], which equals
+    atan(Sy / Sx) and keeps a bounded gradient where Sx is near 0."""
+    kx = -_SOBEL_X.to(x.device, x.dtype)  # convolution flips the kernel: left column minus right
+    s = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.stack([kx, -kx.t()])[:, None])  # Sy: bottom minus top
+    sx, sy = s[:, :1], s[:, 1:]
+    g = torch.sqrt(sx * sx + sy * sy + 1e-12)
+    angle = torch.atan2(sy, sx)
+    angle = torch.where(angle > math.pi / 2, angle - math.pi, torch.where(angle <= -math.pi / 2, angle + math.pi, angle))
+    return g, angle
+
+
+def _qabf_preservation(g_x: torch.Tensor, a_x: torch.Tensor, g_f: torch.Tensor, a_f: torch.Tensor) -> torch.Tensor:
+    """Per-pixel Q_XF = Q_g Q_alpha (the metric's formula, its g_X == g_F quirk aside: a tie of two
+    real-valued strengths has measure zero)."""
+    ratio = torch.where(g_x > g_f, g_f / g_x.clamp_min(1e-12), g_x / g_f.clamp_min(1e-12))
+    a_xf = 1 - (a_x - a_f).abs() / (math.pi / 2)
+    (tg, kg, dg), (ta, ka, da) = _QABF_G, _QABF_A
+    return tg / (1 + torch.exp(kg * (ratio - dg))) * (ta / (1 + torch.exp(ka * (a_xf - da))))
+
+
+def qabf_differentiable(i1: torch.Tensor, i2: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """Per-image Qabf of `fused` for the sources ((B, 1, H, W) in [0, 1], scored on 0..255 values as
+    the metric is), differentiable in `fused`: sum(Q_AF g_A + Q_BF g_B) / sum(g_A + g_B)."""
+    with torch.no_grad():
+        g1, a1 = _qabf_strength_and_angle(i1 * 255.0)
+        g2, a2 = _qabf_strength_and_angle(i2 * 255.0)
+    gf, af = _qabf_strength_and_angle(fused * 255.0)
+    q = _qabf_preservation(g1, a1, gf, af) * g1 + _qabf_preservation(g2, a2, gf, af) * g2
+    return q.sum(dim=(1, 2, 3)) / (g1 + g2).sum(dim=(1, 2, 3)).clamp_min(1e-12)
+
+
 ANCHOR_NORMS = ("l1", "l2")
 
 
 def two_scale_loss(fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor, target: TwoScaleParams,
-                   vif_weight: float = 0.0, anchor: str = "l1") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   vif_weight: float = 0.0, anchor: str = "l1",
+                   qabf_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The `two-scale` objective (module docstring): anchor to the rule T, optional VIF reward.
     `anchor="l1"` is the scout's loss; its kink at F = T holds the output at T against a small VIF
     reward (a GPU run stayed within 1e-6 of T), so `"l2"` squares the pixel and Sobel differences
@@ -240,6 +278,9 @@ def two_scale_loss(fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor, targ
     if vif_weight:
         terms["vif"] = (vif_differentiable(i1, fused) + vif_differentiable(i2, fused)).mean()
         total = total - vif_weight * terms["vif"]
+    if qabf_weight:
+        terms["qabf"] = qabf_differentiable(i1, i2, fused).mean()
+        total = total - qabf_weight * terms["qabf"]
     return total, {name: value.detach() for name, value in terms.items()}
 
 
@@ -253,19 +294,21 @@ class Objective:
     target: TwoScaleParams = TwoScaleParams()
     vif_weight: float = 0.0
     anchor: str = "l1"
+    qabf_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name not in LOSS_NAMES:
             raise ValueError(f"loss must be one of {', '.join(LOSS_NAMES)}, got {self.name!r}")
-        if not math.isfinite(self.vif_weight) or self.vif_weight < 0:
-            raise ValueError(f"the VIF weight must be a non-negative number, got {self.vif_weight}")
+        for label, weight in (("VIF", self.vif_weight), ("Qabf", self.qabf_weight)):
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"the {label} weight must be a non-negative number, got {weight}")
         if self.anchor not in ANCHOR_NORMS:
             raise ValueError(f"anchor must be one of {', '.join(ANCHOR_NORMS)}, got {self.anchor!r}")
 
     def __call__(self, fused: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         fused, i1, i2 = fused.float(), i1.float(), i2.float()
         if self.name == "two-scale":
-            return two_scale_loss(fused, i1, i2, self.target, self.vif_weight, self.anchor)
+            return two_scale_loss(fused, i1, i2, self.target, self.vif_weight, self.anchor, self.qabf_weight)
         if self.name == "authors":
             return authors_loss(fused, i1, i2)
         return fusion_loss(fused, i1, i2, self.weights, self.intensity_norm)

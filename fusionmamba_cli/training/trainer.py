@@ -53,6 +53,7 @@ class TrainConfig:
     loss_weights: str = "1,1,10"
     intensity_loss: str = "l2"
     vif_weight: float = 0.0
+    qabf_weight: float = 0.0
     anchor: str = "l1"
     target_sigma: float | None = None
     target_gain: float | None = None
@@ -188,7 +189,7 @@ def _objective(config: TrainConfig, model: FusionMamba) -> Objective:
     overrides = {"base_sigma": config.target_sigma, "detail_gain": config.target_gain}
     target = replace(model.two_scale_params, **{k: v for k, v in overrides.items() if v})
     return Objective(config.loss, LossWeights.parse(config.loss_weights), config.intensity_loss, target,
-                     config.vif_weight, config.anchor)
+                     config.vif_weight, config.anchor, config.qabf_weight)
 
 
 def _validate(model: FusionMamba, pairs: PairSet, device: torch.device, limit: int) -> dict[str, float]:
