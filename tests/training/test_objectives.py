@@ -1,4 +1,4 @@
-"""Training objectives (`train --loss`): each term, the differentiable VIF, the hold-out split."""
+"""Training objectives (`train --loss`): each term, the differentiable VIF and Qabf, the hold-out split."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fusionmamba_cli.metrics import vifp
+from fusionmamba_cli.metrics import qabf, vifp
 from fusionmamba_cli.model.two_scale import TwoScaleParams, two_scale_fusion
 from fusionmamba_cli.training.data import PairSet, holdout_mask, split_holdout
 from fusionmamba_cli.training.losses import (
@@ -14,6 +14,7 @@ from fusionmamba_cli.training.losses import (
     Objective,
     authors_loss,
     ms_ssim_authors,
+    qabf_differentiable,
     sobel_xy,
     two_scale_loss,
     vif_differentiable,
@@ -45,6 +46,39 @@ def test_vif_reward_has_a_gradient_and_rewards_contrast_gain():
     assert f.grad is not None and float(f.grad.abs().max()) > 0
     stretched = (a - a.mean()) * 1.2 + a.mean()  # VIF exceeds 1 for contrast gain
     assert vif_differentiable(a, stretched).item() > vif_differentiable(a, a).item()
+
+
+def test_differentiable_qabf_equals_the_metric_where_no_edge_strengths_tie():
+    rng = np.random.default_rng(3)
+    a, b, f = (rng.random((40, 52)) * 255 for _ in range(3))  # real-valued: no exact ties of strength
+    t = lambda x: torch.from_numpy(x / 255)[None, None]  # noqa: E731
+    assert qabf_differentiable(t(a), t(b), t(f)).item() == pytest.approx(qabf(a, b, f), abs=1e-9)
+
+
+def test_differentiable_qabf_is_close_to_the_metric_on_grey_levels():
+    """On 0..255 integers, equal strengths tie; the metric's tie quirk moves it by < 1e-3 there."""
+    a, b = _images()
+    q = lambda t: np.rint(t[0, 0].double().numpy() * 255)  # noqa: E731
+    ref_a, ref_b, fused = q(a), q(b), q(torch.maximum(a, b))
+    t = lambda x: torch.from_numpy(x / 255)[None, None]  # noqa: E731
+    assert qabf_differentiable(t(ref_a), t(ref_b), t(fused)).item() == pytest.approx(qabf(ref_a, ref_b, fused), abs=1e-3)
+
+
+def test_qabf_reward_has_a_gradient_and_prefers_the_stronger_edge_kept():
+    a, b = _images()
+    f = ((a + b) / 2).requires_grad_(True)
+    qabf_differentiable(a, b, f).sum().backward()
+    assert f.grad is not None and torch.isfinite(f.grad).all() and float(f.grad.abs().max()) > 0
+    blurred = torch.nn.functional.avg_pool2d(torch.maximum(a, b), 3, 1, 1)
+    assert qabf_differentiable(a, b, torch.maximum(a, b)).item() > qabf_differentiable(a, b, blurred).item()
+
+
+def test_qabf_weight_adds_the_qabf_term_to_the_two_scale_loss():
+    a, b = _images()
+    f = two_scale_fusion(a, b, TwoScaleParams())
+    plain, _ = two_scale_loss(f, a, b, TwoScaleParams())
+    rewarded, terms = two_scale_loss(f, a, b, TwoScaleParams(), qabf_weight=2.0)
+    assert rewarded.item() == pytest.approx(plain.item() - 2.0 * terms["qabf"].item(), abs=1e-5)
 
 
 def test_two_scale_loss_is_zero_at_its_target_and_grows_away_from_it():
@@ -89,7 +123,7 @@ def test_authors_loss_weights_its_terms_10_10_1():
 def test_every_objective_trains(name):
     a, b = _images(size=64)
     f = torch.full_like(a, 0.5, requires_grad=True)
-    total, terms = Objective(name, vif_weight=0.1)(f, a, b)
+    total, terms = Objective(name, vif_weight=0.1, qabf_weight=0.1)(f, a, b)
     total.backward()
     assert torch.isfinite(total) and terms and float(f.grad.abs().sum()) > 0
 
@@ -99,6 +133,8 @@ def test_objective_rejects_unknown_names_and_negative_vif_weights():
         Objective("max")
     with pytest.raises(ValueError, match="VIF weight"):
         Objective(vif_weight=-1.0)
+    with pytest.raises(ValueError, match="Qabf weight"):
+        Objective(qabf_weight=float("nan"))
 
 
 def test_holdout_takes_every_nth_pair_by_name_and_the_last_of_small_tasks():
