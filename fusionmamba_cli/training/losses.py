@@ -221,20 +221,23 @@ _QABF_A = (0.9879, -22.0, 0.8)
 def _qabf_strength_and_angle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sobel strength and angle atan(Sy / Sx) of (B, 1, H, W) 0..255 images as the metric takes them
     (true convolution, zero padding). The angle is atan2 folded into (-pi/2, pi/2], which equals
-    atan(Sy / Sx) and keeps a bounded gradient where Sx is near 0."""
+    atan(Sy / Sx) with a bounded gradient where Sx is near 0; where there is no gradient at all the
+    metric's pi/2 is used and atan2 never sees (0, 0), whose backward is 0/0."""
     kx = -_SOBEL_X.to(x.device, x.dtype)  # convolution flips the kernel: left column minus right
     s = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.stack([kx, -kx.t()])[:, None])  # Sy: bottom minus top
     sx, sy = s[:, :1], s[:, 1:]
-    g = torch.sqrt(sx * sx + sy * sy + 1e-12)
-    angle = torch.atan2(sy, sx)
+    energy = sx * sx + sy * sy
+    edge = energy > 1e-12
+    g = torch.sqrt(torch.where(edge, energy, torch.ones_like(energy))) * edge
+    angle = torch.atan2(torch.where(edge, sy, torch.zeros_like(sy)), torch.where(edge, sx, torch.ones_like(sx)))
     angle = torch.where(angle > math.pi / 2, angle - math.pi, torch.where(angle <= -math.pi / 2, angle + math.pi, angle))
-    return g, angle
+    return g, torch.where(edge, angle, torch.full_like(angle, math.pi / 2))
 
 
 def _qabf_preservation(g_x: torch.Tensor, a_x: torch.Tensor, g_f: torch.Tensor, a_f: torch.Tensor) -> torch.Tensor:
-    """Per-pixel Q_XF = Q_g Q_alpha (the metric's formula, its g_X == g_F quirk aside: a tie of two
-    real-valued strengths has measure zero)."""
-    ratio = torch.where(g_x > g_f, g_f / g_x.clamp_min(1e-12), g_x / g_f.clamp_min(1e-12))
+    """Per-pixel Q_XF = Q_g Q_alpha, Q_g of the weaker over the stronger strength (the metric's
+    formula, its g_X == g_F quirk aside: a tie of two real-valued strengths has measure zero)."""
+    ratio = torch.minimum(g_x, g_f) / torch.maximum(g_x, g_f).clamp_min(1e-6)
     a_xf = 1 - (a_x - a_f).abs() / (math.pi / 2)
     (tg, kg, dg), (ta, ka, da) = _QABF_G, _QABF_A
     return tg / (1 + torch.exp(kg * (ratio - dg))) * (ta / (1 + torch.exp(ka * (a_xf - da))))

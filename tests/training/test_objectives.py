@@ -69,6 +69,9 @@ def test_qabf_reward_has_a_gradient_and_prefers_the_stronger_edge_kept():
     f = ((a + b) / 2).requires_grad_(True)
     qabf_differentiable(a, b, f).sum().backward()
     assert f.grad is not None and torch.isfinite(f.grad).all() and float(f.grad.abs().max()) > 0
+    flat = torch.full_like(a, 0.5, requires_grad=True)  # no gradient anywhere: atan2(0, 0) must not poison the backward
+    qabf_differentiable(a, b, flat).sum().backward()
+    assert torch.isfinite(flat.grad).all()
     blurred = torch.nn.functional.avg_pool2d(torch.maximum(a, b), 3, 1, 1)
     assert qabf_differentiable(a, b, torch.maximum(a, b)).item() > qabf_differentiable(a, b, blurred).item()
 
