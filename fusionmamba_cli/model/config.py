@@ -27,7 +27,8 @@ class FusionMambaConfig:
     `two_scale_sigma` / `two_scale_gain` / `two_scale_floor` / `two_scale_energy_sigma` /
     `two_scale_weight_sigma` / `two_scale_smooth_x2` are the base blur, detail gain, halo floor,
     detail-energy window, choice softening and x2 pre-blur of the "two_scale" skip
-    (`model/two_scale.TwoScaleParams`).
+    (`model/two_scale.TwoScaleParams`). `refine_width` > 0 adds a full-resolution refinement head
+    of `refine_depth` 3x3 convolutions (`model/refine.py`); 0, and files without it, have none.
     """
 
     dims: tuple[int, ...] = (96, 192, 384, 768)
@@ -49,6 +50,8 @@ class FusionMambaConfig:
     two_scale_energy_sigma: float = 2.0
     two_scale_weight_sigma: float = 1.0
     two_scale_smooth_x2: float = 0.0
+    refine_width: int = 0
+    refine_depth: int = 4
     patch_size: int = field(default=4, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +74,10 @@ class FusionMambaConfig:
             raise ValueError(f"two_scale_sigma and two_scale_gain must be positive, got {self.two_scale_sigma}, {self.two_scale_gain}")
         if not 0 <= self.two_scale_floor < 1:
             raise ValueError(f"two_scale_floor must be in [0, 1), got {self.two_scale_floor}")
+        if self.refine_width < 0 or (self.refine_width and self.refine_depth < 1):
+            raise ValueError(f"refine_width must be >= 0 and refine_depth >= 1, got {self.refine_width}, {self.refine_depth}")
+        if self.refine_width and self.output_skip not in ("max", "two_scale"):
+            raise ValueError(f"a refinement head refines a rule: it needs output_skip 'max' or 'two_scale', got {self.output_skip!r}")
         if self.two_scale_energy_sigma <= 0 or self.two_scale_weight_sigma < 0 or self.two_scale_smooth_x2 < 0:
             raise ValueError("two_scale_energy_sigma must be positive and two_scale_weight_sigma, two_scale_smooth_x2 "
                              f"non-negative, got {self.two_scale_energy_sigma}, {self.two_scale_weight_sigma}, {self.two_scale_smooth_x2}")
@@ -147,6 +154,13 @@ register_preset(
 register_preset(
     "compact-two-scale",
     FusionMambaConfig(dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), depths_decoder=(1, 2, 1, 1), drop_path_rate=0.0, output_skip="two_scale"),
+)
+# compact-two-scale with a full-resolution refinement head (model/refine.py), which the rewards can
+# move where the authors' quarter-resolution head did not (BENCHMARKS.md, round 8).
+register_preset(
+    "compact-refine",
+    FusionMambaConfig(dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), depths_decoder=(1, 2, 1, 1), drop_path_rate=0.0,
+                      output_skip="two_scale", refine_width=16, refine_depth=5),
 )
 # Twice as wide as compact, for GPU users who want more capacity.
 register_preset(

@@ -13,6 +13,7 @@ from fusionmamba_cli.model.blocks import BLOCKS
 from fusionmamba_cli.model.config import FusionMambaConfig
 from fusionmamba_cli.model.dffm import DFFM, DVSSFusion
 from fusionmamba_cli.model.layers import PatchEmbed, PatchExpand, PatchMerging, has_hooks
+from fusionmamba_cli.model.refine import RefineHead
 from fusionmamba_cli.model.ssm import ScanCore2D
 from fusionmamba_cli.model.two_scale import TwoScaleParams, params_from_config, two_scale_fusion
 from fusionmamba_cli.ops.fused import cpu_kernels_for
@@ -104,6 +105,7 @@ class FusionMamba(nn.Module):
         if cfg.output_skip in ("max", "two_scale"):  # start as the rule exactly; training learns the correction
             nn.init.zeros_(self.final_conv.weight)
             nn.init.zeros_(self.final_conv.bias)
+        self.refine = RefineHead(cfg.refine_width, cfg.refine_depth) if cfg.refine_width else None
 
     @property
     def size_multiple(self) -> int:
@@ -176,14 +178,24 @@ class FusionMamba(nn.Module):
         height, width = x1.shape[-2:]
         head = self.forward_padded(_pad_to_multiple(x1, self.size_multiple), _pad_to_multiple(x2, self.size_multiple))
         head = head[..., :height, :width]
+        if self.config.output_skip == "authors":
+            return head + x1 + x2 + x1 + x2  # the authors' HEAD adds both inputs twice, in this order (parity)
+        skip = self._skip(x1, x2)
+        if skip is None:
+            return head
+        fused = head + skip
+        if self.refine is not None:
+            fused = fused + self.refine(x1, x2, skip, head)
+        return fused
+
+    def _skip(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor | None:
+        """What the output adds to the head (`output_skip` "max" or "two_scale"), None for "none"."""
         skip = self.config.output_skip
-        if skip == "authors":
-            return head + x1 + x2 + x1 + x2  # the authors' HEAD adds both inputs twice, in this order
         if skip == "max":
-            return head + torch.maximum(x1, x2)
+            return torch.maximum(x1, x2)
         if skip == "two_scale":
-            return head + two_scale_fusion(x1, x2, self.two_scale_params)
-        return head
+            return two_scale_fusion(x1, x2, self.two_scale_params)
+        return None
 
     @property
     def two_scale_params(self) -> TwoScaleParams:
