@@ -55,6 +55,7 @@ def train_command(
     anchor: Annotated[AnchorName, typer.Option("--anchor", help="two-scale: norm of the pull towards the rule, l1 or l2 (smooth; lets --vif-weight move the output).")] = AnchorName("l1"),
     target_sigma: Annotated[float | None, typer.Option("--target-sigma", min=0.1, help="two-scale: base blur sigma of the rule (default: the model's).")] = None,
     target_gain: Annotated[float | None, typer.Option("--target-gain", min=0.1, help="two-scale: detail gain of the rule (default: the model's).")] = None,
+    refine_only: Annotated[bool, typer.Option("--refine-only", help="Train only the refinement head (compact-refine); the network behind it stays as it is.")] = False,
     head_init: Annotated[float, typer.Option("--head-init", min=0.0, help="Std of the head's last conv at the start (rule-skip presets start it at 0, which passes no gradient upstream).")] = 0.0,
     holdout: Annotated[int, typer.Option("--holdout", min=0, help=f"Hold every N-th training pair out (per task) as the '{HOLDOUT_SPLIT}' validation split.")] = 0,
     loss_weights: Annotated[str, typer.Option("--loss-weights", help="paper loss: int,text,ssim weights, or 'paper' (1,1,10) / 'code' (10,10,1). 0 switches a term off.")] = "paper",
@@ -95,7 +96,7 @@ def train_command(
         steps = max(1, round(epochs * len(load_pairs(data, tasks, "train")) / batch_size))
     config = TrainConfig(
         data=str(data), tasks=tasks, out=str(out), preset=preset.value, steps=steps, batch_size=batch_size, lr=lr,
-        crop=crop, loss=loss.value, vif_weight=vif_weight, qabf_weight=qabf_weight, anchor=anchor.value, target_sigma=target_sigma, target_gain=target_gain, head_init=head_init,
+        crop=crop, loss=loss.value, vif_weight=vif_weight, qabf_weight=qabf_weight, anchor=anchor.value, target_sigma=target_sigma, target_gain=target_gain, head_init=head_init, refine_only=refine_only,
         holdout_every=holdout, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
         intensity_loss=intensity_loss, amp=amp, compile=compiled, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
         init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,

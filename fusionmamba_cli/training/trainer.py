@@ -58,6 +58,7 @@ class TrainConfig:
     target_sigma: float | None = None
     target_gain: float | None = None
     head_init: float = 0.0
+    refine_only: bool = False
     holdout_every: int = 0
     amp: bool = False
     seed: int = 0
@@ -176,6 +177,16 @@ def _start_head_off_zero(model: FusionMamba, std: float) -> None:
     torch.nn.init.normal_(model.final_conv.weight, std=std)
 
 
+def _freeze_all_but_refine(model: FusionMamba) -> None:
+    """--refine-only: train the full-resolution refinement head alone; the network behind it runs
+    frozen (no autograd graph is built for it, so a step costs little more than its forward)."""
+    if model.refine is None:
+        raise TrainingError("--refine-only needs a model with a refinement head (e.g. --preset compact-refine)")
+    refine = {id(p) for p in model.refine.parameters()}
+    for param in model.parameters():
+        param.requires_grad_(id(param) in refine)
+
+
 def _task_rule_fields(config: TrainConfig) -> dict:
     """A one-task two-scale model starts with that task's rule (TASK_RULES); pooled models keep the preset's."""
     if len(config.tasks) != 1 or config.tasks[0] not in TASK_RULES or get_preset(config.preset, **config.preset_overrides).output_skip != "two_scale":
@@ -246,6 +257,8 @@ def train(config: TrainConfig, *, resume: bool = False, on_log: Callable[[dict],
     model.set_scan_backend(config.scan_backend or None)  # None: the dispatcher's default
     for param in model.unused_parameters():  # never get a gradient; DDP requires them frozen
         param.requires_grad_(False)
+    if config.refine_only:
+        _freeze_all_but_refine(model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     step = 0
     if resume:

@@ -19,7 +19,7 @@ from PIL import Image
 from fusionmamba_cli.training.data import batch_indices, load_pairs, make_batch, pack_splits
 from fusionmamba_cli.training.losses import LossWeights, fusion_loss, ssim
 from fusionmamba_cli.model.two_scale import TASK_RULES
-from fusionmamba_cli.training.trainer import TrainConfig, learning_rate, train
+from fusionmamba_cli.training.trainer import TrainConfig, TrainingError, learning_rate, train
 from tests.conftest import REPO, smooth_image
 
 
@@ -307,3 +307,20 @@ def test_head_init_also_applies_when_fine_tuning_from_init(data_root, tmp_path):
     assert float(redrawn.final_conv.weight.abs().max()) > 0.0
     other = [n for n, _ in base.named_parameters() if "final_conv" not in n]
     assert all(torch.equal(dict(redrawn.named_parameters())[n], dict(base.named_parameters())[n]) for n in other)
+
+
+def test_refine_only_trains_the_refinement_head_and_leaves_the_rest(data_root, tmp_path):
+    from fusionmamba_cli.checkpoints.files import load_model
+    from fusionmamba_cli.training.trainer import _build
+
+    refine = {"output_skip": "two_scale", "refine_width": 4, "refine_depth": 2}
+    before = _build(_config(data_root, tmp_path, preset_overrides=refine)).state_dict()
+    train(_config(data_root, tmp_path / "r", steps=2, preset_overrides=refine, refine_only=True, qabf_weight=1.0))
+    after = load_model(tmp_path / "r/final.safetensors", device="cpu").state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("refine.") for k in changed)
+
+
+def test_refine_only_without_a_refinement_head_is_a_clear_error(data_root, tmp_path):
+    with pytest.raises(TrainingError, match="refinement head"):
+        train(_config(data_root, tmp_path, steps=1, refine_only=True))
