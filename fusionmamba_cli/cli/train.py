@@ -56,6 +56,8 @@ def train_command(
     target_sigma: Annotated[float | None, typer.Option("--target-sigma", min=0.1, help="two-scale: base blur sigma of the rule (default: the model's).")] = None,
     target_gain: Annotated[float | None, typer.Option("--target-gain", min=0.1, help="two-scale: detail gain of the rule (default: the model's).")] = None,
     refine_only: Annotated[bool, typer.Option("--refine-only", help="Train only the refinement head (compact-refine); the network behind it stays as it is.")] = False,
+    refine_width: Annotated[int | None, typer.Option("--refine-width", min=1, help="Channels of the full-resolution refinement head; with --init, adds one to those weights (e.g. a shipped model).")] = None,
+    refine_depth: Annotated[int | None, typer.Option("--refine-depth", min=1, help="3x3 convolutions of the refinement head (default 4; compact-refine: 5).")] = None,
     head_init: Annotated[float, typer.Option("--head-init", min=0.0, help="Std of the head's last conv at the start (rule-skip presets start it at 0, which passes no gradient upstream).")] = 0.0,
     holdout: Annotated[int, typer.Option("--holdout", min=0, help=f"Hold every N-th training pair out (per task) as the '{HOLDOUT_SPLIT}' validation split.")] = 0,
     loss_weights: Annotated[str, typer.Option("--loss-weights", help="paper loss: int,text,ssim weights, or 'paper' (1,1,10) / 'code' (10,10,1). 0 switches a term off.")] = "paper",
@@ -80,6 +82,8 @@ def train_command(
         raise UsageError(f"--lr-schedule {lr_schedule!r}: choose constant or cosine")
     if val == HOLDOUT_SPLIT and not holdout:
         raise UsageError(f"--val {HOLDOUT_SPLIT} needs --holdout N")
+    if refine_depth is not None and refine_width is None and init:
+        raise UsageError("--refine-depth with --init needs --refine-width (the head to add)")
     if intensity_loss not in INTENSITY_NORMS:
         raise UsageError(f"--intensity-loss {intensity_loss!r}: choose {' or '.join(INTENSITY_NORMS)}")
     try:
@@ -97,6 +101,7 @@ def train_command(
     config = TrainConfig(
         data=str(data), tasks=tasks, out=str(out), preset=preset.value, steps=steps, batch_size=batch_size, lr=lr,
         crop=crop, loss=loss.value, vif_weight=vif_weight, qabf_weight=qabf_weight, anchor=anchor.value, target_sigma=target_sigma, target_gain=target_gain, head_init=head_init, refine_only=refine_only,
+        refine_width=refine_width, refine_depth=refine_depth,
         holdout_every=holdout, loss_weights=",".join(str(w) for w in (weights.intensity, weights.texture, weights.ssim)),
         intensity_loss=intensity_loss, amp=amp, compile=compiled, seed=seed, save_every=save_every, log_every=log_every, val_split=val, val_every=val_every,
         init=init, scan_backend=scan_backend.value if scan_backend else None, device=device,

@@ -25,7 +25,7 @@ from fusionmamba_cli.atomic import write_bytes_atomic
 from fusionmamba_cli.checkpoints.resolve import resolve_weights
 from fusionmamba_cli.devices import pick_device
 from fusionmamba_cli.errors import FusionMambaError, InvalidRequestError, is_out_of_memory
-from fusionmamba_cli.model import FusionMamba, get_preset
+from fusionmamba_cli.model import FusionMamba, FusionMambaConfig, get_preset
 from fusionmamba_cli.model.compiled import CompiledForward
 from fusionmamba_cli.model.two_scale import TASK_RULES, config_fields
 from fusionmamba_cli.training.data import HOLDOUT_SPLIT, PairSet, load_pairs, make_batch, split_holdout
@@ -59,6 +59,8 @@ class TrainConfig:
     target_gain: float | None = None
     head_init: float = 0.0
     refine_only: bool = False
+    refine_width: int | None = None
+    refine_depth: int | None = None
     holdout_every: int = 0
     amp: bool = False
     seed: int = 0
@@ -155,12 +157,16 @@ def _build(config: TrainConfig) -> FusionMamba:
     torch.manual_seed(config.seed)
     if config.init:
         state, model_config, _ = read_checkpoint(resolve_weights(config.init))
-        model = build_model(state, model_config, config.init)
+        model = _with_refine_head(state, model_config, config) if config.refine_width else build_model(state, model_config, config.init)
         if config.head_init > 0:  # fine-tuning a rule-skip model whose head stayed at zero
             _start_head_off_zero(model, config.head_init)
         return model
     overrides = _task_rule_fields(config)
     overrides.update(config.preset_overrides)
+    if config.refine_width is not None:
+        overrides["refine_width"] = config.refine_width
+    if config.refine_depth is not None:
+        overrides["refine_depth"] = config.refine_depth
     if config.target_sigma:  # a new model's two-scale skip is the rule the loss targets
         overrides["two_scale_sigma"] = config.target_sigma
     if config.target_gain:
@@ -168,6 +174,25 @@ def _build(config: TrainConfig) -> FusionMamba:
     model = FusionMamba(get_preset(config.preset, **overrides))
     if config.head_init > 0:
         _start_head_off_zero(model, config.head_init)
+    return model
+
+
+def _with_refine_head(state: dict[str, torch.Tensor], model_config: FusionMambaConfig, config: TrainConfig) -> FusionMamba:
+    """--init weights plus a new refinement head (--refine-width/--refine-depth): every weight of
+    the file is kept, the head starts near zero, so the model starts fusing as the file does."""
+    width, depth = config.refine_width, config.refine_depth or model_config.refine_depth
+    if model_config.refine_width:
+        if (model_config.refine_width, model_config.refine_depth) != (width, depth):
+            raise TrainingError(f"--init {config.init}: has a refinement head of width {model_config.refine_width}, "
+                                f"depth {model_config.refine_depth}; --refine-width/--refine-depth ask for {width}, {depth}")
+        return build_model(state, model_config, config.init)
+    try:
+        model = FusionMamba(replace(model_config, refine_width=width, refine_depth=depth))
+    except ValueError as exc:
+        raise TrainingError(f"--init {config.init}: cannot take a refinement head: {exc}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not name.startswith("refine.") for name in missing):
+        build_model(state, model_config, config.init)  # raises the file's own mismatch error
     return model
 
 

@@ -324,3 +324,26 @@ def test_refine_only_trains_the_refinement_head_and_leaves_the_rest(data_root, t
 def test_refine_only_without_a_refinement_head_is_a_clear_error(data_root, tmp_path):
     with pytest.raises(TrainingError, match="refinement head"):
         train(_config(data_root, tmp_path, steps=1, refine_only=True))
+
+
+def test_refine_width_with_init_adds_a_head_and_keeps_every_weight_of_the_file(data_root, tmp_path):
+    """--init a model without a refinement head plus --refine-width: the file's weights load
+    unchanged, the new head exists (near zero), so the model starts fusing as the file did."""
+    from fusionmamba_cli.checkpoints.files import load_model
+    from fusionmamba_cli.training.trainer import _build
+
+    train(_config(data_root, tmp_path / "base", steps=1, preset_overrides={"output_skip": "two_scale"}))
+    base = load_model(tmp_path / "base/final.safetensors", device="cpu")
+    grown = _build(_config(data_root, tmp_path, init=str(tmp_path / "base/final.safetensors"), refine_width=4, refine_depth=2))
+    assert grown.refine is not None and grown.config.refine_width == 4 and grown.config.refine_depth == 2
+    grown_state = grown.state_dict()
+    assert all(torch.equal(grown_state[k], v) for k, v in base.state_dict().items())
+    x1, x2 = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert float((grown.eval()(x1, x2) - base(x1, x2)).abs().max()) < 0.05
+
+
+def test_refine_width_with_init_on_a_max_skip_free_model_is_a_clear_error(data_root, tmp_path):
+    train(_config(data_root, tmp_path / "base", steps=1))  # the authors' head: nothing to refine
+    with pytest.raises(TrainingError, match="refinement head"):
+        train(_config(data_root, tmp_path / "r", steps=1, init=str(tmp_path / "base/final.safetensors"), refine_width=4))
