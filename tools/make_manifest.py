@@ -58,10 +58,11 @@ def main() -> None:
         record = {"name": entry["name"], "file": path.name, "sha256": sha256_of(path), "size": path.stat().st_size, **COMMON, **entry}
         record["training_data"] = PACK
         if len(entry["tasks"]) == 1:  # round 7: the skip is the task's rule, chosen on the hold-out split
-            record["rule"] = asdict(params_from_config(read_checkpoint(path)[1]))  # as the file stores it
+            config = read_checkpoint(path)[1]
+            record["rule"] = asdict(params_from_config(config))  # as the file stores it
             record["rule_note"] = ("skip rule set to model.two_scale.TASK_RULES after training (round 7); "
                                    "the head is as trained, its last conv at most 7.6e-6, so the model fuses as the rule"
-                                   + ("; round 9 added the refinement head on top" if entry.get("preset") == "compact-refine" else ""))
+                                   + ("; round 9 added the refinement head on top" if config.refine_width else ""))
         scores = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.split("/", 1)[0] == entry["name"]}
         if scores:
             record["test_metrics"] = scores

@@ -192,7 +192,8 @@ def _with_refine_head(state: dict[str, torch.Tensor], model_config: FusionMambaC
         raise TrainingError(f"--init {config.init}: cannot take a refinement head: {exc}") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not name.startswith("refine.") for name in missing):
-        build_model(state, model_config, config.init)  # raises the file's own mismatch error
+        build_model(state, model_config, config.init)  # the file's own mismatch error, where it has one
+        raise TrainingError(f"--init {config.init}: its weights do not fit the model with a refinement head")
     return model
 
 

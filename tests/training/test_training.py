@@ -343,7 +343,12 @@ def test_refine_width_with_init_adds_a_head_and_keeps_every_weight_of_the_file(d
         assert float((grown.eval()(x1, x2) - base(x1, x2)).abs().max()) < 0.05
 
 
-def test_refine_width_with_init_on_a_max_skip_free_model_is_a_clear_error(data_root, tmp_path):
+def test_refine_width_with_init_on_an_authors_skip_model_is_a_clear_error(data_root, tmp_path):
     train(_config(data_root, tmp_path / "base", steps=1))  # the authors' head: nothing to refine
     with pytest.raises(TrainingError, match="refinement head"):
         train(_config(data_root, tmp_path / "r", steps=1, init=str(tmp_path / "base/final.safetensors"), refine_width=4))
+
+
+def test_refine_depth_with_init_but_no_width_is_a_usage_error(data_root, tmp_path, capsys):
+    result = _train_cli(capsys, data_root, tmp_path / "r", "--steps", "1", "--init", "compact-ct_mri", "--refine-depth", "3")
+    assert result.code == 2 and result.error_lines == ["error: --refine-depth with --init needs --refine-width (the head to add)"]
