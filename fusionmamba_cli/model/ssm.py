@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionmamba_cli.model.layers import LayerNorm, has_hooks
-from fusionmamba_cli.ops.es2d import es2d_merge, es2d_scan
+from fusionmamba_cli.ops.es2d import es2d_merge, es2d_scan, es2d_scan_time_major
 from fusionmamba_cli.ops.fused import cpu_kernels_for
-from fusionmamba_cli.ops.selective_scan import selective_scan
+from fusionmamba_cli.ops.selective_scan import prefers_time_major, selective_scan, selective_scan_time_major
 
 DIRECTIONS = 4  # ES2D's four atrous sub-grids
 
@@ -56,6 +56,10 @@ class ScanCore2D(nn.Module):
 
     def scan(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W) channels-first -> (B, H, W, D) channels-last, after `out_norm`."""
+        norm = self.out_norm
+        kernels = None if has_hooks(norm) else cpu_kernels_for(x, norm.weight, norm.bias, self.x_proj_weight)
+        if kernels is not None and prefers_time_major(self.scan_backend, x.device):
+            return self._scan_time_major(x, kernels)
         batch, inner, height, width = x.shape
         xs = es2d_scan(x)  # (B, K, D, L)
         length = xs.shape[-1]
@@ -73,12 +77,25 @@ class ScanCore2D(nn.Module):
             delta_softplus=True,
             backend=self.scan_backend,
         )
-        norm = self.out_norm
-        kernels = None if has_hooks(norm) else cpu_kernels_for(ys, norm.weight, norm.bias)
         if kernels is not None:  # merge + channels-last + LN in one pass (no (B, D, H, W) map, no copy)
             return kernels.merge_norm(ys, height, width, norm.weight, norm.bias, norm.eps)
         y = es2d_merge(ys.reshape(batch, DIRECTIONS, inner, length), height, width)
         return norm(y.permute(0, 2, 3, 1))
+
+    def _scan_time_major(self, x: torch.Tensor, kernels) -> torch.Tensor:
+        """`scan` for CPU inference with the numba scan: every tensor (batch, K, L, channels), each
+        step's channels contiguous, from the ES2D gather to the merge + LayerNorm kernel: no transposes."""
+        height, width = x.shape[-2:]
+        xs = es2d_scan_time_major(x)  # (B, K, L, D)
+        x_dbl = torch.matmul(xs, self.x_proj_weight.transpose(1, 2))  # (B, K, L, R+2N)
+        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=3)
+        dts = torch.matmul(dts, self.dt_projs_weight.transpose(1, 2))  # (B, K, L, D)
+        ys = selective_scan_time_major(
+            xs, dts, -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds.float(),
+            delta_bias=self.dt_projs_bias.reshape(-1).float(), delta_softplus=True, backend=self.scan_backend,
+        )
+        norm = self.out_norm
+        return kernels.merge_norm_time_major(ys, height, width, norm.weight, norm.bias, norm.eps)
 
 
 class ESSM(ScanCore2D):

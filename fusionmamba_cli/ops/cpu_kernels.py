@@ -7,7 +7,8 @@ channels-last rows of 4-64 values). These kernels do one pass over a channels-la
 * `layer_norm`: LayerNorm over the last dim of a (..., C) map of any strides.
 * `layer_norm_mean`: mean over H, W of LayerNorm(x) without materialising it (SqueezeExcite).
 * `merge_norm`: ES2D merge of the scan's output + LayerNorm, the tail of ESSM / CMFM, reading the
-  four directions' sequences by index arithmetic (no flipped or transposed copies).
+  four directions' sequences by index arithmetic (no flipped or transposed copies);
+  `merge_norm_time_major` the same from the numba scan's time-major output.
 * `norm_project`: the head's depth-to-space + LayerNorm(C/16) + 1x1 conv to one channel.
 
 Single-threaded on purpose: each call is 10-300 us of work, where an OpenMP fork/join on 2 threads
@@ -126,6 +127,36 @@ def _merge_norm_kernel(ys, weight, bias, eps, merged, out):  # pragma: no cover 
 
 
 @_jit
+def _merge_norm_time_major_kernel(ys, weight, bias, eps, out):  # pragma: no cover - compiled
+    """out[b, h, w, :] = LN(ys[b, k, l, :]) with (k, l) the ES2D position of pixel (h, w).
+
+    ys (B, 4, L, D) time-major, L = hh * ww: direction k = 2 * (w odd) + (h odd) holds the sub-grid
+    (h % 2, w % 2), k = 0, 2 row-major (l = i * ww + j), k = 1, 3 column-major (l = j * hh + i).
+    Each pixel's D channels are one contiguous row of ys: no transpose, no scratch.
+    """
+    batch, height, width, channels = out.shape
+    hh, ww = (height + 1) // 2, (width + 1) // 2
+    for b in range(batch):
+        for h in range(height):
+            i = h // 2
+            for w in range(width):
+                j = w // 2
+                k = 2 * (w % 2) + h % 2
+                l = j * hh + i if h % 2 else i * ww + j
+                total = np.float32(0.0)
+                for c in range(channels):
+                    total += ys[b, k, l, c]
+                mean = total / np.float32(channels)
+                spread = np.float32(0.0)
+                for c in range(channels):
+                    d = ys[b, k, l, c] - mean
+                    spread += d * d
+                rstd = np.float32(1.0) / np.sqrt(spread / np.float32(channels) + eps)
+                for c in range(channels):
+                    out[b, h, w, c] = (ys[b, k, l, c] - mean) * rstd * weight[c] + bias[c]
+
+
+@_jit
 def _norm_project_kernel(e, scale, weight, bias, eps, proj, proj_bias, out):  # pragma: no cover - compiled
     """out[b, 0, h*s + p, w*s + q] = proj . LN(e[b, h, w, (p*s + q)*c : +c]) + proj_bias."""
     batch, height, width, _ = e.shape
@@ -186,6 +217,16 @@ def merge_norm(ys: torch.Tensor, height: int, width: int, weight: torch.Tensor, 
     out = torch.empty(batch, height, width, channels // 4, dtype=torch.float32)
     merged = np.empty((height + height % 2, width + width % 2, channels // 4), np.float32)
     _merge_norm_kernel(_np(ys), _np(weight), _np(bias), np.float32(eps), merged, _np(out))
+    return out
+
+
+def merge_norm_time_major(
+    ys: torch.Tensor, height: int, width: int, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """(B, 4, L, D) time-major scan output -> (B, H, W, D) contiguous: ES2D merge, LayerNorm."""
+    batch, _, _, channels = ys.shape
+    out = torch.empty(batch, height, width, channels, dtype=torch.float32)
+    _merge_norm_time_major_kernel(_np(ys.contiguous()), _np(weight), _np(bias), np.float32(eps), _np(out))
     return out
 
 

@@ -41,3 +41,21 @@ def es2d_merge(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
             grid = y[:, k].reshape(batch, channels, half_h, half_w)
         out[:, :, row::2, col::2] = grid
     return out[:, :, :height, :width]
+
+
+def es2d_scan_time_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, D, H, W) -> (B, 4, L, D): `es2d_scan`'s sequences with each step's D channels contiguous
+    (the numba scan's layout); cheapest from a channels-last map (whole rows of D are copied)."""
+    batch, channels, height, width = x.shape
+    half_h, half_w = (height + 1) // 2, (width + 1) // 2
+    if height % 2 or width % 2:
+        x = F.pad(x, (0, width % 2, 0, height % 2))
+    pixels = x.permute(0, 2, 3, 1)  # (B, H', W', D), a view
+    out = x.new_empty(batch, len(_SUBGRIDS), half_h * half_w, channels)
+    for k, (row, col, column_major) in enumerate(_SUBGRIDS):
+        grid = pixels[:, row::2, col::2]
+        if column_major:
+            out[:, k].view(batch, half_w, half_h, channels).copy_(grid.transpose(1, 2))
+        else:
+            out[:, k].view(batch, half_h, half_w, channels).copy_(grid)
+    return out

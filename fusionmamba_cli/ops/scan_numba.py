@@ -1,16 +1,20 @@
 """A fused CPU selective scan, compiled at run time by numba (nothing to compile at install time).
 
-One pass over the sequence per block of W = 16 channels of one direction: the block's N x W states
-live in a small scratch vector, exp(delta*A) is computed in the loop, each output is written once.
-The W channels of a block share B_t and C_t, so the innermost loop runs over channels: every lane
-does the sequential recurrence in the reference's order (no reassociation, `fastmath=False`) and
-LLVM still vectorises it. exp is a Cephes-style polynomial (about 1 ulp in fp32) because numba's
-`np.exp` in a loop is a scalar libm call: 6-7 ns each here, against 1.5 ns for a whole state
-update with the polynomial.
+One pass over the sequence per chunk of up to 64 channels of one direction: the chunk's N x 64
+states live in a small scratch vector, exp(delta*A) is computed in the loop, each output is
+written once. The kernel is time-major, (batch, K, L, D): at each step the chunk's channels are
+contiguous and share B_t and C_t, so the innermost loops run over channels, every lane does the
+sequential recurrence in the reference's order (nothing reassociated; `contract` lets a*b + c be
+one FMA) and LLVM vectorises them. exp is 2^x by a polynomial (about 1 ulp in fp32) because
+numba's `np.exp` in a loop is a scalar libm call: 6-7 ns each here, against under 1 ns for a whole
+state update with the polynomial.
 
-Work is split over (batch, direction, channel block) with `prange`; no two threads write the same
+`selective_scan_numba_time_major` takes that layout as it is (`ScanCore2D` produces it on CPU);
+`selective_scan_numba`, the backend's channel-major entry, transposes in and out.
+
+Work is split over (batch, direction, channel chunk) with `prange`; no two threads write the same
 output, so the result does not depend on the thread count. Memory: the output, delta's softplus
-(one tensor like `u`) and a few KiB of scratch per block. Compiled code is cached on disk
+(one tensor like `u`) and a few KiB of scratch per chunk. Compiled code is cached on disk
 (`cache=True`: numba's own lookup order, $NUMBA_CACHE_DIR, then next to this file, then the user's
 cache directory; where none is writable it compiles once per process).
 
@@ -33,21 +37,22 @@ from numba.extending import intrinsic
 from fusionmamba_cli.ops.scan_reference import step_sizes
 from fusionmamba_cli.ops.scan_torch import selective_scan_torch
 
-WIDTH = 16  # channels per block: two AVX2 vectors of fp32
-TILE = 16  # time steps staged per block (a (TILE, WIDTH) slab of delta, u, y and TILE x N of B, C)
+CHUNK = 64  # channels of one direction per work item: the length of every inner loop
 
-# exp(x) = 2^k * exp(r), k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2] (ln 2 split in two
-# so that k ln 2 is exact), exp(r) by Cephes' degree-5 minimax polynomial.
+# 2^x = 2^k * 2^f, k = round(x), f = x - k in [-1/2, 1/2] exactly; 2^f by a degree-6 polynomial
+# (Taylor coefficients of e^(f ln 2), fitted: 1.3 ulp at most on [-1/2, 1/2] in fp32).
 _f32 = np.float32
-_LOG2E, _LN2_HI, _LN2_LO = _f32(1.4426950408889634), _f32(0.693359375), _f32(-2.12194440e-4)
-_P = tuple(_f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
-_P0, _P1, _P2, _P3, _P4, _P5 = _P
-# Clamp so 2^k stays a normal float: below -87.3 the result is 1.2e-38 instead of a subnormal or 0
-# (the scan's decays there are zero for every practical purpose); above 88 it saturates at ~2e38.
-_X_MIN, _X_MAX = _f32(-87.33654), _f32(88.0)
-_HALF, _ONE = _f32(0.5), _f32(1.0)
+_LOG2E = 1.4426950408889634  # log2(e), a Python float (torch multiplies A by it)
+_P = tuple(_f32(c) for c in (1.0, 6.9314718246e-01, 2.4022646248e-01, 5.5503286421e-02, 9.6184890717e-03, 1.3399930904e-03, 1.5345810971e-04))
+_P0, _P1, _P2, _P3, _P4, _P5, _P6 = _P
+# Clamp so 2^k stays a normal float: below -126 the result is 1.2e-38 instead of a subnormal or 0
+# (the scan's decays there are zero for every practical purpose); above 127 it saturates at ~3e38.
+_X_MIN, _X_MAX = _f32(-126.0), _f32(127.0)
+_HALF = _f32(0.5)
 
-_JIT_OPTIONS = dict(fastmath=False, boundscheck=False, nogil=True)
+# 'contract' only: a*b + c may become one FMA (one rounding instead of two); nothing is reordered,
+# so every lane still runs the reference's sequence of operations.
+_JIT_OPTIONS = dict(fastmath={"contract"}, boundscheck=False, nogil=True)
 
 
 def _jit(**options):
@@ -113,86 +118,66 @@ else:  # elsewhere subnormals stay (slower on some CPUs, same values to ~1e-38)
 
 
 @_jit(inline="always")
-def _exp_f32(x):
-    """exp(x) in fp32 from multiplies, adds and one bit cast, so that loops over it vectorise."""
+def _exp2_f32(x):
+    """2^x in fp32 from multiplies, adds and one bit cast, so that loops over it vectorise."""
     x = min(max(x, _X_MIN), _X_MAX)
-    k = np.floor(x * _LOG2E + _HALF)
-    r = x - k * _LN2_HI
-    r = r - k * _LN2_LO
-    poly = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r + _ONE
+    k = np.floor(x + _HALF)
+    f = x - k
+    poly = (((((_P6 * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0
     return poly * _bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))  # poly * 2^k
 
 
 @_jit(parallel=True)
-def _scan_blocks(u, dt, A, B, C, D, y, per_group, lanes):  # pragma: no cover - compiled, tested through the wrapper
-    """y[b, c, t] for every (batch, direction, block of WIDTH channels); shapes as in `selective_scan_numba`.
+def _scan_time_major(u, dt, A2, B, C, D, y, chunk):  # pragma: no cover - compiled, tested through the wrappers
+    """y[b, k, t, :] for every (batch, direction, chunk of channels); u, dt, y (batch, K, L, D),
+    B, C (batch, K, L, N) (any strides), A2 = A * log2(e) (K*D, N), D (K*D,).
 
-    `lanes` is WIDTH, passed at run time on purpose: with a constant trip count of 16 LLVM unrolls
-    the lane loops completely and then cannot vectorise them (it cannot prove that the scratch
-    arrays do not overlap); a run-time count keeps them loops, vectorised behind run-time overlap
-    checks (1.5x faster).
+    Time-major so that at each step the chunk's channels are contiguous: the innermost loops run
+    over up to `chunk` channels that share B_t and C_t, each lane doing the sequential recurrence
+    in the reference's order, and LLVM vectorises them (long loops amortise its run-time overlap
+    checks; `chunk` is passed at run time so that they stay loops and are not unrolled).
 
-    Lanes past the block's real width keep A = dt = 0: decay 1, drive 0, state 0, never written out.
-    Subnormals are flushed to zero while a block runs: states that decay through 1e-38 (long runs
+    Subnormals are flushed to zero while a chunk runs: states that decay through 1e-38 (long runs
     of zero input) otherwise cost a microcode assist per update (1.35x slower in such a synthetic
     case; the shipped weights on real images never get there). Values change only below 1.2e-38.
     """
-    batch, _, length = u.shape
-    groups, n_state = B.shape[1], B.shape[2]
-    blocks = (per_group + WIDTH - 1) // WIDTH
-    for item in prange(batch * groups * blocks):
+    batch, groups, length, per_group = u.shape
+    n_state = B.shape[3]
+    chunks = (per_group + chunk - 1) // chunk
+    for item in prange(batch * groups * chunks):
         caller_mode = _fp_mode()
         _set_fp_mode(caller_mode | _FLUSH_SUBNORMALS)
-        b = item // (groups * blocks)
-        g = (item // blocks) % groups
-        c0 = g * per_group + (item % blocks) * WIDTH
-        width = min(WIDTH, (g + 1) * per_group - c0)
-        h = np.zeros(n_state * WIDTH, np.float32)  # h[n * WIDTH + j]: state n of channel c0 + j
-        a = np.zeros(n_state * WIDTH, np.float32)
-        skip = np.zeros(WIDTH, np.float32)
+        b = item // (groups * chunks)
+        g = (item // chunks) % groups
+        d0 = (item % chunks) * chunk
+        width = min(chunk, per_group - d0)
+        c0 = g * per_group + d0  # the chunk's first channel in the flat K*D numbering of A and D
+        h = np.zeros(n_state * width, np.float32)  # h[n * width + j]: state n of channel d0 + j
+        a = np.empty(n_state * width, np.float32)
+        for n in range(n_state):
+            for j in range(width):
+                a[n * width + j] = A2[c0 + j, n]
+        skip = np.empty(width, np.float32)
         for j in range(width):
             skip[j] = D[c0 + j]
-            for n in range(n_state):
-                a[n * WIDTH + j] = A[c0 + j, n]
-        step = np.zeros(TILE * WIDTH, np.float32)  # the staged slabs, time-major: [t * WIDTH + j]
-        drive = np.zeros(TILE * WIDTH, np.float32)
-        inp = np.zeros(TILE * WIDTH, np.float32)
-        out = np.zeros(TILE * WIDTH, np.float32)
-        b_t = np.empty(TILE * n_state, np.float32)
-        c_t = np.empty(TILE * n_state, np.float32)
-        decay = np.empty(TILE * n_state * WIDTH, np.float32)
-        for t0 in range(0, length, TILE):
-            steps = min(TILE, length - t0)
+        step = np.empty(width, np.float32)
+        drive = np.empty(width, np.float32)
+        out = np.empty(width, np.float32)
+        for t in range(length):
             for j in range(width):
-                for t in range(steps):
-                    step[t * WIDTH + j] = dt[b, c0 + j, t0 + t]
-                    inp[t * WIDTH + j] = u[b, c0 + j, t0 + t]
-                    drive[t * WIDTH + j] = dt[b, c0 + j, t0 + t] * u[b, c0 + j, t0 + t]
+                s = dt[b, g, t, d0 + j]
+                step[j] = s
+                drive[j] = s * u[b, g, t, d0 + j]
+                out[j] = 0.0
+            # h_t = exp(dt A) h_{t-1} + (dt u) B_t;  y_t = <C_t, h_t> + D u_t, lanes = channels
             for n in range(n_state):
-                for t in range(steps):
-                    b_t[t * n_state + n] = B[b, g, n, t0 + t]
-                    c_t[t * n_state + n] = C[b, g, n, t0 + t]
-            for t in range(steps):  # all the tile's decays first: one long vectorised loop
-                for n in range(n_state):
-                    base = (t * n_state + n) * WIDTH
-                    for j in range(lanes):
-                        decay[base + j] = _exp_f32(step[t * WIDTH + j] * a[n * WIDTH + j])
-            for t in range(steps):
-                # h_t = exp(dt A) h_{t-1} + (dt u) B_t;  y_t = <C_t, h_t> + D u_t, lanes = channels
-                for j in range(lanes):
-                    out[t * WIDTH + j] = 0.0
-                for n in range(n_state):
-                    b_tn, c_tn = b_t[t * n_state + n], c_t[t * n_state + n]
-                    base = (t * n_state + n) * WIDTH
-                    for j in range(lanes):
-                        state = decay[base + j] * h[n * WIDTH + j] + drive[t * WIDTH + j] * b_tn
-                        h[n * WIDTH + j] = state
-                        out[t * WIDTH + j] += state * c_tn
-                for j in range(lanes):
-                    out[t * WIDTH + j] = out[t * WIDTH + j] + skip[j] * inp[t * WIDTH + j]
+                b_tn, c_tn = B[b, g, t, n], C[b, g, t, n]
+                for j in range(width):
+                    state = _exp2_f32(step[j] * a[n * width + j]) * h[n * width + j] + drive[j] * b_tn
+                    h[n * width + j] = state
+                    out[j] += state * c_tn
             for j in range(width):
-                for t in range(steps):
-                    y[b, c0 + j, t0 + t] = out[t * WIDTH + j]
+                y[b, g, t, d0 + j] = out[j] + skip[j] * u[b, g, t, d0 + j]
         _set_fp_mode(caller_mode)
 
 
@@ -206,6 +191,11 @@ def _needs_torch_backend(tensors: tuple[torch.Tensor | None, ...]) -> bool:
 def _as_numpy(x: torch.Tensor) -> np.ndarray:
     """A C-contiguous fp32 numpy view (a copy only when the tensor is not one already)."""
     return x.detach().to(torch.float32).contiguous().numpy()
+
+
+def _as_strided_numpy(x: torch.Tensor) -> np.ndarray:
+    """An fp32 numpy view with the tensor's strides (a copy only for another dtype)."""
+    return x.detach().to(torch.float32).numpy()
 
 
 def _run_on_torch_threads(kernel, *args) -> None:
@@ -232,16 +222,55 @@ def selective_scan_numba(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = True,
 ) -> torch.Tensor:
-    """Same contract as `scan_reference.selective_scan_ref`; CPU tensors; see the module docstring."""
+    """Same contract as `scan_reference.selective_scan_ref`; CPU tensors; see the module docstring.
+
+    The kernel is time-major: this channel-major entry transposes in and out (one copy each of u,
+    delta, B, C and y); `selective_scan_numba_time_major` takes the kernel's layout directly.
+    """
     if _needs_torch_backend((u, delta, A, B, C, D, delta_bias)):
         return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)
     batch, channels, length = u.shape
-    dt = step_sizes(delta.detach(), None if delta_bias is None else delta_bias.detach(), delta_softplus, torch.float32)
-    skip = torch.zeros(channels) if D is None else D
-    y = torch.empty(batch, channels, length, dtype=torch.float32)
+    groups = B.shape[1]
+
+    def time_major(x: torch.Tensor) -> torch.Tensor:  # (batch, K*D, L) -> (batch, K, L, D)
+        return x.reshape(batch, groups, channels // groups, length).transpose(2, 3)
+
+    y = _scan(time_major(u), time_major(delta), A, B.transpose(2, 3), C.transpose(2, 3), D, delta_bias, delta_softplus)
+    return y.transpose(2, 3).reshape(batch, channels, length).to(u.dtype)
+
+
+def selective_scan_numba_time_major(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+) -> torch.Tensor:
+    """The scan on time-major layouts: u, delta and the result (batch, K, L, D), B and C (batch, K, L, N)
+    (strided views are read in place); A (K*D, N), D and delta_bias (K*D,) as in the reference.
+
+    fp32 CPU tensors needing no gradient only (the caller, `ScanCore2D`, checks); the result is fp32.
+    """
+    return _scan(u, delta, A, B, C, D, delta_bias, delta_softplus)
+
+
+@torch.compiler.disable  # numpy views and a numba call: nothing for dynamo to trace (it graph-breaks here)
+def _scan(u, delta, A, B, C, D, delta_bias, delta_softplus) -> torch.Tensor:
+    """Step sizes, then the kernel, on the time-major layouts of `selective_scan_numba_time_major`."""
+    batch, groups, length, per_group = u.shape
+    dt = delta.detach().to(torch.float32)
+    if delta_bias is not None:
+        dt = dt + delta_bias.detach().to(torch.float32).view(groups, 1, per_group)
+    if delta_softplus:
+        dt = torch.nn.functional.softplus(dt)
+    skip = torch.zeros(groups * per_group) if D is None else D
+    y = torch.empty(batch, groups, length, per_group, dtype=torch.float32)
     _run_on_torch_threads(
-        _scan_blocks,
-        _as_numpy(u), _as_numpy(dt), _as_numpy(A), _as_numpy(B), _as_numpy(C), _as_numpy(skip), y.numpy(),
-        channels // B.shape[1], WIDTH,
+        _scan_time_major,
+        _as_numpy(u), _as_numpy(dt), _as_numpy(A * _LOG2E), _as_strided_numpy(B), _as_strided_numpy(C), _as_numpy(skip),
+        y.numpy(), CHUNK,
     )
-    return y.to(u.dtype)
+    return y

@@ -187,13 +187,72 @@ def selective_scan(
 
     u, delta (batch, K*D, L); A (K*D, N); B, C (batch, K, N, L); D, delta_bias (K*D,).
     """
-    if _observers:
-        call = ScanCall(u.shape[0], u.shape[1], A.shape[1], u.shape[-1], D is not None, u.device)
-        for observer in _observers:
-            observer(call)
+    _notify(u.shape[0], u.shape[1], A.shape[1], u.shape[-1], D is not None, u.device)
     if u.device.type == "meta":  # shapes only: no backend computes on meta tensors
         return torch.empty_like(u)
+    return _run(resolve_backend(backend, u.device), u, delta, A, B, C, D, delta_bias, delta_softplus)
+
+
+def prefers_time_major(backend: str | None, device: torch.device | str) -> bool:
+    """Whether the backend chosen for `device` takes time-major layouts without copies (numba's kernel);
+    callers that can produce either layout then call `selective_scan_time_major`."""
+    dev = torch.device(device)
+    return dev.type == "cpu" and resolve_backend(backend, dev) == "numba"
+
+
+def selective_scan_time_major(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    *,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """`selective_scan` on time-major layouts: u, delta and y (batch, K, L, D); B, C (batch, K, L, N).
+
+    The numba kernel reads these in place; any other backend gets them transposed (one copy each way).
+    """
+    batch, groups, length, per_group = u.shape
+    _notify(batch, groups * per_group, A.shape[1], length, D is not None, u.device)
     name = resolve_backend(backend, u.device)
+    if name == "numba" and _load("numba") is not None:
+        try:
+            return importlib.import_module(_BACKENDS["numba"].module).selective_scan_numba_time_major(
+                u, delta, A, B, C, D, delta_bias, delta_softplus
+            )
+        except Exception as exc:  # noqa: BLE001 - as in `_run`: the JIT failed here; torch from now on
+            _disable(name, exc)
+            name = "torch"
+
+    def channel_major(x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(2, 3).reshape(batch, groups * per_group, length)
+
+    y = _run(name, channel_major(u), channel_major(delta), A, B.transpose(2, 3), C.transpose(2, 3), D, delta_bias, delta_softplus)
+    return y.view(batch, groups, per_group, length).transpose(2, 3)
+
+
+def _notify(batch: int, channels: int, d_state: int, length: int, has_d: bool, device: torch.device) -> None:
+    """Tell the `observe_scans` observers about one call."""
+    if _observers:
+        call = ScanCall(batch, channels, d_state, length, has_d, device)
+        for observer in _observers:
+            observer(call)
+
+
+def _disable(name: str, exc: Exception) -> None:
+    """A backend failed at run time: never try it again in this process, and say so once."""
+    _loaded[name] = None
+    _load_errors[name] = f"{exc.__class__.__name__}: {exc}"
+    _warned.add(f"unavailable:{name}")  # this warning is the one; `auto` stays quiet about it later
+    warnings.warn(f"scan backend {name!r} failed ({exc.__class__.__name__}: {str(exc)[:200]}); using 'torch' instead", RuntimeWarning, stacklevel=3)
+
+
+def _run(name: str, u, delta, A, B, C, D, delta_bias, delta_softplus) -> torch.Tensor:
+    """Call backend `name` (channel-major layouts); a compiled backend that fails falls back to torch."""
     fn = _load(name)
     assert fn is not None  # resolve_backend only returns loadable backends
     if name in ("reference", "torch"):
@@ -203,8 +262,5 @@ def selective_scan(
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - a kernel that fails to compile or launch here (GPU, numba's JIT)
-        _loaded[name] = None  # never try it again in this process
-        _load_errors[name] = f"{exc.__class__.__name__}: {exc}"
-        _warned.add(f"unavailable:{name}")  # this warning is the one; `auto` stays quiet about it later
-        warnings.warn(f"scan backend {name!r} failed ({exc.__class__.__name__}: {str(exc)[:200]}); using 'torch' instead", RuntimeWarning, stacklevel=2)
+        _disable(name, exc)
         return _load("torch")(u, delta, A, B, C, D, delta_bias, delta_softplus)

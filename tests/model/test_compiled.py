@@ -35,8 +35,8 @@ def test_compiled_matches_the_network(micro):
     # and it exercises the graph breaks around the scan dispatch.
     compiled = CompiledForward(micro, backend="eager")
     x1, x2 = _pair()
-    with torch.inference_mode():
-        assert torch.allclose(compiled(x1, x2), micro(x1, x2), atol=1e-6)
+    with torch.inference_mode():  # eager CPU runs the fused kernels, the capture torch ops: rounding differs
+        assert torch.allclose(compiled(x1, x2), micro(x1, x2), atol=1e-5)
     assert compiled.enabled and compiled.failure is None
 
 

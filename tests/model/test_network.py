@@ -37,6 +37,28 @@ def test_batch_items_are_independent():
     assert torch.allclose(batched[1:2], single, atol=1e-5)
 
 
+def test_inference_encodes_both_sources_as_one_batch_with_the_same_result():
+    """Eval mode runs the shared encoder once on [x1; x2] (batch 2B); training, and a forward hook on
+    the encoder, run it per source as the authors' code does. All three give the same fusion."""
+    torch.manual_seed(0)
+    model = create_model("micro").eval()
+    x1, x2 = torch.rand(2, 1, 40, 24), torch.rand(2, 1, 40, 24)
+    batches = []
+    hook = model.layers[0].register_forward_hook(lambda _m, inputs, _out: batches.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        per_source = model(x1, x2)
+    hook.remove()
+    calls = []
+    original = model._encode
+    model._encode = lambda x: calls.append(x.shape[0]) or original(x)
+    with torch.no_grad():
+        batched = model(x1, x2)
+        model.train()
+        trained_path = model(x1, x2)  # micro has no dropout or drop path: the same function
+    assert batches == [2, 2] and calls == [4, 2, 2]
+    assert torch.allclose(batched, per_source, atol=1e-5) and torch.allclose(trained_path, per_source, atol=1e-5)
+
+
 def test_mismatched_inputs_are_rejected():
     model = create_model("micro")
     with pytest.raises(ValueError, match="expected two"):

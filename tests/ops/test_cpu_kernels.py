@@ -13,7 +13,7 @@ pytest.importorskip("numba")
 from fusionmamba_cli.model import create_model  # noqa: E402
 from fusionmamba_cli.model.layers import LayerNorm, PatchExpand  # noqa: E402
 from fusionmamba_cli.ops import cpu_kernels  # noqa: E402
-from fusionmamba_cli.ops.es2d import es2d_merge  # noqa: E402
+from fusionmamba_cli.ops.es2d import es2d_merge, es2d_scan, es2d_scan_time_major  # noqa: E402
 from fusionmamba_cli.ops.fused import ENV_VAR, cpu_kernels_for  # noqa: E402
 
 TOL = 1e-5  # relative to the reference's largest magnitude
@@ -56,6 +56,27 @@ def test_merge_norm_matches_es2d_merge_then_layer_norm(batch, channels, height, 
     got = cpu_kernels.merge_norm(ys, height, width, w, b, 1e-5)
     assert got.shape == (batch, height, width, channels)
     assert _rel_err(got, F.layer_norm(merged, (channels,), w, b, 1e-5)) < TOL
+
+
+@pytest.mark.parametrize("batch,channels,height,width", [(1, 3, 1, 1), (2, 5, 7, 9), (1, 16, 5, 18)])
+def test_merge_norm_time_major_matches_es2d_merge_then_layer_norm(batch, channels, height, width):
+    g = torch.Generator().manual_seed(5)
+    length = ((height + 1) // 2) * ((width + 1) // 2)
+    ys = torch.randn(batch, 4, length, channels, generator=g)  # the numba scan's (B, K, L, D)
+    w, b = _affine(channels, g)
+    merged = es2d_merge(ys.transpose(2, 3), height, width).permute(0, 2, 3, 1)
+    got = cpu_kernels.merge_norm_time_major(ys, height, width, w, b, 1e-5)
+    assert got.shape == (batch, height, width, channels)
+    assert _rel_err(got, F.layer_norm(merged, (channels,), w, b, 1e-5)) < TOL
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (5, 7), (8, 6)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_es2d_time_major_layout_is_the_transposed_sequences(height, width, channels_last):
+    x = torch.randn(2, 3, height, width)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(es2d_scan_time_major(x), es2d_scan(x).transpose(2, 3))
 
 
 @pytest.mark.parametrize("height,width", [(1, 1), (3, 5)])

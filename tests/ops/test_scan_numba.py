@@ -17,7 +17,7 @@ numba = pytest.importorskip("numba")
 
 from fusionmamba_cli.ops import selective_scan  # noqa: E402
 from fusionmamba_cli.ops import scan_numba  # noqa: E402
-from fusionmamba_cli.ops.scan_numba import selective_scan_numba  # noqa: E402
+from fusionmamba_cli.ops.scan_numba import selective_scan_numba, selective_scan_numba_time_major  # noqa: E402
 from fusionmamba_cli.ops.scan_reference import selective_scan_ref  # noqa: E402
 from fusionmamba_cli.ops.scan_torch import selective_scan_torch  # noqa: E402
 from fusionmamba_cli.ops.selective_scan import available_backends, resolve_backend  # noqa: E402
@@ -75,6 +75,43 @@ def test_extreme_step_sizes_stay_finite_and_exact(delta_value):
     ours = selective_scan_numba(u, delta, A, B, C, D, None, False)
     assert torch.isfinite(ours).all()
     assert _rel_err(ours, _oracle(u, delta, A, B, C, D, None, softplus=False)) < 1e-5
+
+
+def _time_major(u, delta, A, B, C, D, bias):
+    """The same inputs in the time-major layouts, B and C as strided slices of one buffer (as the
+    model's x_proj output gives them)."""
+    batch, channels, length = u.shape
+    groups = B.shape[1]
+
+    def tm(x):
+        return x.reshape(batch, groups, channels // groups, length).transpose(2, 3).contiguous()
+
+    projections = torch.cat([B.transpose(2, 3), C.transpose(2, 3)], dim=3)  # (batch, K, L, 2N)
+    n_state = B.shape[2]
+    return tm(u), tm(delta), A, projections[..., :n_state], projections[..., n_state:], D, bias
+
+
+@pytest.mark.parametrize("length", [1, 5, 300])
+@pytest.mark.parametrize("per_group", [3, 64, 100])
+def test_time_major_entry_matches_reference(length, per_group):
+    """Chunks of 64 channels: fewer, exactly one, and one and a half per direction."""
+    args = _inputs(length, batch=2, groups=2, per_group=per_group)
+    y = selective_scan_numba_time_major(*_time_major(*args))
+    assert y.shape == (2, 2, length, per_group)
+    ref = _oracle(*args).reshape(2, 2, per_group, length).transpose(2, 3)
+    assert _rel_err(y, ref) < 1e-5
+
+
+def test_time_major_front_door_on_every_cpu_backend():
+    """`selective_scan_time_major` gives the same scan whichever backend runs it (others get transposes)."""
+    args = _inputs(40, batch=1, groups=4, per_group=8)
+    tm = _time_major(*args)
+    ref = _oracle(*args).reshape(1, 4, 8, 40).transpose(2, 3)
+    for backend in ("numba", "torch", "reference"):
+        y = dispatch.selective_scan_time_major(*tm[:6], delta_bias=tm[6], backend=backend)
+        assert y.shape == (1, 4, 40, 8)
+        assert _rel_err(y, ref) < 1e-5, backend
+    assert dispatch.prefers_time_major("numba", "cpu") and not dispatch.prefers_time_major("torch", "cpu")
 
 
 def test_without_skip_and_bias():
@@ -175,7 +212,7 @@ def test_kernel_that_fails_to_compile_falls_back_once(monkeypatch):
         calls.append(1)
         raise numba.core.errors.TypingError("simulated: failed to compile")
 
-    monkeypatch.setattr(scan_numba, "_scan_blocks", broken)
+    monkeypatch.setattr(scan_numba, "_scan_time_major", broken)
     monkeypatch.setitem(dispatch._loaded, "numba", selective_scan_numba)
     args = _inputs(9)
     with pytest.warns(RuntimeWarning, match="'numba' failed"):
@@ -187,6 +224,25 @@ def test_kernel_that_fails_to_compile_falls_back_once(monkeypatch):
         second = selective_scan(*args[:6], delta_bias=args[6])
     assert calls == [1]
     assert torch.equal(first, selective_scan_torch(*args)) and torch.equal(first, second)
+
+
+def test_time_major_kernel_that_fails_falls_back_once(monkeypatch):
+    """The time-major entry (the model's CPU path) falls back the same way, in the layout asked for."""
+    monkeypatch.delenv("FUSIONMAMBA_SCAN_BACKEND", raising=False)
+    monkeypatch.setattr(dispatch, "_warned", set())
+    monkeypatch.setitem(dispatch._loaded, "numba", selective_scan_numba)
+    monkeypatch.setattr(dispatch, "_load_errors", {})
+
+    def broken(*args):
+        raise numba.core.errors.TypingError("simulated: failed to compile")
+
+    monkeypatch.setattr(scan_numba, "_scan_time_major", broken)
+    args = _inputs(9, batch=1)
+    tm = _time_major(*args)
+    with pytest.warns(RuntimeWarning, match="'numba' failed"):
+        y = dispatch.selective_scan_time_major(*tm[:6], delta_bias=tm[6])
+    assert dispatch.resolve_backend(None, "cpu") == "torch"
+    assert _rel_err(y, _oracle(*args).reshape(1, 4, 3, 9).transpose(2, 3)) < 1e-5
 
 
 def _tiny(x):
