@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fusionmamba_cli.ops.fused import cpu_kernels_for
+
 
 @dataclass(frozen=True)
 class TwoScaleParams:
@@ -72,12 +74,16 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     coords = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     kernel = torch.exp(-(coords**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
+    # reflect needs the pad below the side; replicate the rest (tiny crops)
+    height, width = x.shape[-2:]
+    reflect = radius < min(height, width)
+    kernels = cpu_kernels_for(x)
+    if kernels is not None:  # CPU inference: OpenCV's separable filter, ~14x faster than a 1-channel conv2d
+        return kernels.separable_filter(x, kernel, reflect)
+    mode = "reflect" if reflect else "replicate"
     channels = x.shape[1]
     horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
     vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
-    # reflect needs the pad below the side; replicate the rest (tiny crops)
-    height, width = x.shape[-2:]
-    mode = "reflect" if radius < min(height, width) else "replicate"
     x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=mode), horizontal, groups=channels)
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode=mode), vertical, groups=channels)
 

@@ -1,5 +1,6 @@
-"""`fuse` with the numba scan writes the torch scan's image to within one grey level, on the real test
-splits of every task (../shared/data; skipped without it).
+"""`fuse` on the CPU's fast path (the numba scan, time-major, with the fused kernels and OpenCV blurs)
+writes the stock-torch image (the torch scan, `FUSIONMAMBA_CPU_KERNELS=0`) to within one grey level,
+on the real test splits of every task (../shared/data; skipped without it).
 
 CI checks the smallest pair of each task (CI-fast: the torch scan is the slow side);
 FUSIONMAMBA_REAL_DATA_PAIRS=all (or a number) checks more.
@@ -16,6 +17,7 @@ from PIL import Image
 from fusionmamba_cli import load_model
 from fusionmamba_cli.fusion.pipeline import Fuser
 from fusionmamba_cli.imaging.io import read_image, to_integer
+from fusionmamba_cli.ops.fused import ENV_VAR as KERNELS_VAR
 from fusionmamba_cli.tasks import TASKS
 from tests.conftest import shared_path
 
@@ -37,18 +39,26 @@ def smallest_pairs(folder, count: int | None) -> list[str]:
 
 
 def grey_level_difference(task: str, names: list[str], root) -> int:
-    """Largest |numba - torch| over the written 8-bit images of these pairs."""
+    """Largest |fast path - stock torch| over the written 8-bit images of these pairs."""
     model = load_model(f"compact-{task}", device="cpu")
     first_dir, second_dir = (root / task / "test" / modality for modality in TASKS[task].modalities)
     worst = 0
-    for name in names:
-        first, second = read_image(first_dir / name), read_image(second_dir / name)
-        written = []
-        for backend in ("numba", "torch"):
-            model.set_scan_backend(backend)
-            fused = Fuser(model, task=task, device="cpu").fuse(first, second)
-            written.append(to_integer(fused.pixels, 8).astype(np.int16))
-        worst = max(worst, int(np.abs(written[0] - written[1]).max()))
+    previous = os.environ.get(KERNELS_VAR)
+    try:
+        for name in names:
+            first, second = read_image(first_dir / name), read_image(second_dir / name)
+            written = []
+            for backend, kernels in (("numba", "1"), ("torch", "0")):
+                model.set_scan_backend(backend)
+                os.environ[KERNELS_VAR] = kernels
+                fused = Fuser(model, task=task, device="cpu").fuse(first, second)
+                written.append(to_integer(fused.pixels, 8).astype(np.int16))
+            worst = max(worst, int(np.abs(written[0] - written[1]).max()))
+    finally:
+        if previous is None:
+            os.environ.pop(KERNELS_VAR, None)
+        else:
+            os.environ[KERNELS_VAR] = previous
     return worst
 
 

@@ -64,6 +64,22 @@ def test_blur_handles_crops_smaller_than_the_kernel():
     assert float(out.std()) < float(x.std())
 
 
+@pytest.mark.parametrize("shape,sigma", [((1, 1, 64, 48), 8.0), ((2, 3, 9, 11), 1.0), ((1, 1, 5, 7), 8.0), ((1, 1, 1, 1), 2.0)])
+def test_cpu_inference_blur_equals_the_conv_blur(shape, sigma, monkeypatch):
+    """fp32 CPU inference blurs with OpenCV (reflected and, for crops under the radius, replicated
+    borders); the conv path (gradients, GPUs, kernels off) gives the same values to rounding."""
+    pytest.importorskip("numba")
+    x = torch.rand(shape)
+    fast = gaussian_blur(x, sigma)
+    monkeypatch.setenv("FUSIONMAMBA_CPU_KERNELS", "0")
+    conv = gaussian_blur(x, sigma)
+    assert fast.shape == x.shape and (fast - conv).abs().max() < 1e-6
+    leaf = x.clone().requires_grad_(True)
+    monkeypatch.delenv("FUSIONMAMBA_CPU_KERNELS")
+    gaussian_blur(leaf, sigma).sum().backward()  # wants gradients: the differentiable conv path
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+
+
 def test_untrained_two_scale_network_is_the_rule_and_its_params_travel():
     torch.manual_seed(0)
     config = get_preset("compact-two-scale", two_scale_sigma=8.0, two_scale_gain=1.1)
