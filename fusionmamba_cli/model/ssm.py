@@ -89,10 +89,10 @@ class ScanCore2D(nn.Module):
         xs = es2d_scan_time_major(x)  # (B, K, L, D)
         x_dbl = torch.matmul(xs, self.x_proj_weight.transpose(1, 2))  # (B, K, L, R+2N)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=3)
-        dts = torch.matmul(dts, self.dt_projs_weight.transpose(1, 2))  # (B, K, L, D)
-        ys = selective_scan_time_major(
+        ys = selective_scan_time_major(  # the kernel applies dt_projs to the rank-R dts itself
             xs, dts, -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds.float(),
-            delta_bias=self.dt_projs_bias.reshape(-1).float(), delta_softplus=True, backend=self.scan_backend,
+            delta_bias=self.dt_projs_bias.reshape(-1).float(), delta_softplus=True,
+            delta_proj=self.dt_projs_weight, backend=self.scan_backend,
         )
         norm = self.out_norm
         return kernels.merge_norm_time_major(ys, height, width, norm.weight, norm.bias, norm.eps)

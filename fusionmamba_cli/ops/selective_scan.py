@@ -210,11 +210,15 @@ def selective_scan_time_major(
     *,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = True,
+    delta_proj: torch.Tensor | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """`selective_scan` on time-major layouts: u, delta and y (batch, K, L, D); B, C (batch, K, L, N).
+    """`selective_scan` on time-major layouts: u and y (batch, K, L, D); B, C (batch, K, L, N);
+    delta (batch, K, L, D), or with `delta_proj` (K, D, R) low-rank factors (batch, K, L, R) whose
+    step is delta[b, k, t] @ delta_proj[k].T (mamba's dt_proj).
 
-    The numba kernel reads these in place; any other backend gets them transposed (one copy each way).
+    The numba kernel reads these in place and applies delta_proj itself; any other backend gets the
+    full delta and the channel-major layouts (one copy each way).
     """
     batch, groups, length, per_group = u.shape
     _notify(batch, groups * per_group, A.shape[1], length, D is not None, u.device)
@@ -222,11 +226,13 @@ def selective_scan_time_major(
     if name == "numba" and _load("numba") is not None:
         try:
             return importlib.import_module(_BACKENDS["numba"].module).selective_scan_numba_time_major(
-                u, delta, A, B, C, D, delta_bias, delta_softplus
+                u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj
             )
         except Exception as exc:  # noqa: BLE001 - as in `_run`: the JIT failed here; torch from now on
             _disable(name, exc)
             name = "torch"
+    if delta_proj is not None:
+        delta = torch.matmul(delta, delta_proj.transpose(1, 2))
 
     def channel_major(x: torch.Tensor) -> torch.Tensor:
         return x.transpose(2, 3).reshape(batch, groups * per_group, length)
