@@ -34,32 +34,10 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from fusionmamba_cli.ops.numba_math import LOG2E, exp2_f32, softplus_f32
 from fusionmamba_cli.ops.scan_torch import selective_scan_torch
 
 CHUNK = 64  # channels of one direction per work item: the length of every inner loop
-
-# 2^x = 2^k * 2^f, k = round(x), f = x - k in [-1/2, 1/2] exactly; 2^f by a degree-6 polynomial
-# (Taylor coefficients of e^(f ln 2), fitted: 1.3 ulp at most on [-1/2, 1/2] in fp32).
-_f32 = np.float32
-_LOG2E = 1.4426950408889634  # log2(e), a Python float (torch multiplies A by it)
-_LOG2E_F32 = _f32(_LOG2E)
-_P = tuple(_f32(c) for c in (1.0, 6.9314718246e-01, 2.4022646248e-01, 5.5503286421e-02, 9.6184890717e-03, 1.3399930904e-03, 1.5345810971e-04))
-_P0, _P1, _P2, _P3, _P4, _P5, _P6 = _P
-# Clamp so 2^k stays a normal float: below -126 the result is 1.2e-38 instead of a subnormal or 0
-# (the scan's decays there are zero for every practical purpose); above 127 it saturates at ~3e38.
-_X_MIN, _X_MAX = _f32(-126.0), _f32(127.0)
-_HALF, _ONE, _TWO, _ZERO = _f32(0.5), _f32(1.0), _f32(2.0), _f32(0.0)
-
-# softplus needs e^x accurate at large |x| too (2^(x log2 e) loses ~1e-6 there to the rounding of
-# x log2 e): e^x = 2^k e^r, k = round(x / ln 2), r = x - k ln 2 (ln 2 in two parts, so k ln 2 is
-# exact), e^r by Cephes' degree-5 minimax polynomial; clamped so that 2^k stays a normal float.
-_LN2_HI, _LN2_LO = _f32(0.693359375), _f32(-2.12194440e-4)
-_E = tuple(_f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
-_E0, _E1, _E2, _E3, _E4, _E5 = _E
-_EXP_MIN, _EXP_MAX = _f32(-87.33654), _f32(88.0)
-# log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172 for m in [1, sqrt 2]: five odd terms (7e-10)
-_LN2, _SQRT2 = _f32(0.6931471805599453), _f32(1.4142135623730951)
-_L3, _L5, _L7, _L9 = _f32(1 / 3), _f32(1 / 5), _f32(1 / 7), _f32(1 / 9)
 
 # 'contract' only: a*b + c may become one FMA (one rounding instead of two); nothing is reordered,
 # so every lane still runs the reference's sequence of operations.
@@ -78,16 +56,6 @@ def _jit(**options):
             return numba.njit(cache=False, **_JIT_OPTIONS, **options)(fn)
 
     return wrap
-
-
-@intrinsic
-def _bits_as_float32(typingctx, bits):
-    """Reinterpret an int32's bits as a float32 (numba has no scalar bit cast)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
 
 
 _FLUSH_SUBNORMALS = np.uint32(0x8040)  # MXCSR flush-to-zero | denormals-are-zero
@@ -128,41 +96,6 @@ else:  # elsewhere subnormals stay (slower on some CPUs, same values to ~1e-38)
     @_jit(inline="always")
     def _set_fp_mode(mode):
         pass
-
-
-@_jit(inline="always")
-def _exp2_f32(x):
-    """2^x in fp32 from multiplies, adds and one bit cast, so that loops over it vectorise."""
-    x = min(max(x, _X_MIN), _X_MAX)
-    k = np.floor(x + _HALF)
-    f = x - k
-    poly = (((((_P6 * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0
-    return poly * _bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))  # poly * 2^k
-
-
-@_jit(inline="always")
-def _exp_f32(x):
-    """e^x in fp32 to ~1 ulp over the whole range (see the constants), vectorisable."""
-    x = min(max(x, _EXP_MIN), _EXP_MAX)
-    k = np.floor(x * _LOG2E_F32 + _HALF)
-    r = x - k * _LN2_HI
-    r = r - k * _LN2_LO
-    poly = (((((_E0 * r + _E1) * r + _E2) * r + _E3) * r + _E4) * r + _E5) * (r * r) + r + _ONE
-    return poly * _bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
-
-
-@_jit(inline="always")
-def _softplus_f32(v):
-    """log(1 + e^v) = max(v, 0) + log1p(e^-|v|), vectorisable; within 3e-7 of torch's in fp32."""
-    z = _exp_f32(min(v, -v))  # e^-|v| in (0, 1]
-    w = _ONE + z  # in (1, 2], rounded
-    upper = w > _SQRT2
-    m = w * _HALF if upper else w  # w = m 2^e, m in [1/sqrt 2, sqrt 2]
-    s = (m - _ONE) / (m + _ONE)
-    s2 = s * s
-    log_m = _TWO * s * (_ONE + s2 * (_L3 + s2 * (_L5 + s2 * (_L7 + s2 * _L9))))
-    # log1p(z) = log(w) + (z - (w - 1)) / w: the second term restores what rounding 1 + z lost
-    return max(v, _ZERO) + ((_LN2 if upper else _ZERO) + log_m + (z - (w - _ONE)) / w)
 
 
 @_jit(parallel=True)
@@ -224,7 +157,7 @@ def _scan_time_major(u, delta, proj, bias, softplus, A2, B, C, D, y, chunk):  # 
                     step[j] = delta[b, g, t, d0 + j] + offset[j]
             if softplus:
                 for j in range(width):
-                    step[j] = _softplus_f32(step[j])
+                    step[j] = softplus_f32(step[j])
             for j in range(width):
                 drive[j] = step[j] * u[b, g, t, d0 + j]
                 out[j] = 0.0
@@ -232,7 +165,7 @@ def _scan_time_major(u, delta, proj, bias, softplus, A2, B, C, D, y, chunk):  # 
             for n in range(n_state):
                 b_tn, c_tn = B[b, g, t, n], C[b, g, t, n]
                 for j in range(width):
-                    state = _exp2_f32(step[j] * a[n * width + j]) * h[n * width + j] + drive[j] * b_tn
+                    state = exp2_f32(step[j] * a[n * width + j]) * h[n * width + j] + drive[j] * b_tn
                     h[n * width + j] = state
                     out[j] += state * c_tn
             for j in range(width):
@@ -337,7 +270,7 @@ def _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj=None) -> 
     _run_on_torch_threads(
         _scan_time_major,
         _as_numpy(u), _as_strided_numpy(delta), proj, _as_numpy(zeros if delta_bias is None else delta_bias),
-        bool(delta_softplus), _as_numpy(A * _LOG2E), _as_strided_numpy(B), _as_strided_numpy(C),
+        bool(delta_softplus), _as_numpy(A * LOG2E), _as_strided_numpy(B), _as_strided_numpy(C),
         _as_numpy(zeros if D is None else D), y.numpy(), CHUNK,
     )
     return y
