@@ -98,7 +98,9 @@ class LDC(nn.Module):
         if identity is None:
             return self.effective_weight()
         if self._inference_weight is None or self._inference_weight[0] != identity:
-            self._inference_weight = (identity, self.effective_weight())
+            # channels-last like the maps it convolves (their permuted views): conv2d would
+            # otherwise copy the kernel to that layout on every call
+            self._inference_weight = (identity, self.effective_weight().contiguous(memory_format=torch.channels_last))
         return self._inference_weight[1]
 
     def effective_weight(self) -> torch.Tensor:

@@ -15,8 +15,13 @@ def _ldc(seed: int = 0) -> LDC:
     return ldc
 
 
+def _map() -> torch.Tensor:
+    """A channels-first view of a channels-last map, as the blocks give LDC."""
+    return torch.randn(1, 6, 6, 8).permute(0, 3, 1, 2)
+
+
 def test_inference_reuses_the_kernel_and_matches_autograd_mode():
-    ldc, x = _ldc(), torch.randn(1, 8, 6, 6)
+    ldc, x = _ldc(), _map()
     with torch.inference_mode():
         first = ldc(x)
         kernel = ldc.inference_weight()
@@ -25,7 +30,7 @@ def test_inference_reuses_the_kernel_and_matches_autograd_mode():
 
 
 def test_a_changed_weight_is_picked_up():
-    ldc, x = _ldc(), torch.randn(1, 8, 6, 6)
+    ldc, x = _ldc(), _map()
     with torch.inference_mode():
         before = ldc(x)
     with torch.no_grad():
