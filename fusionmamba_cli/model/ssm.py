@@ -82,6 +82,18 @@ class ScanCore2D(nn.Module):
         y = es2d_merge(ys.reshape(batch, DIRECTIONS, inner, length), height, width)
         return norm(y.permute(0, 2, 3, 1))
 
+    def _inference_constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A = -exp(A_logs), D and the flat dt bias in fp32, made once while no parameter changes
+        (ordinary tensors, so that the scan backend can keep what it derives from them too)."""
+        params = (self.A_logs, self.Ds, self.dt_projs_bias)
+        identity = tuple((p.data_ptr(), p._version) for p in params)
+        cached = getattr(self, "_constants", None)
+        if cached is None or cached[0] != identity:
+            with torch.inference_mode(False), torch.no_grad():
+                constants = (-torch.exp(self.A_logs.float()), self.Ds.float(), self.dt_projs_bias.reshape(-1).float())
+            self._constants = cached = (identity, constants)
+        return cached[1]
+
     def _scan_time_major(self, x: torch.Tensor, kernels) -> torch.Tensor:
         """`scan` for CPU inference with the numba scan: every tensor (batch, K, L, channels), each
         step's channels contiguous, from the ES2D gather to the merge + LayerNorm kernel: no transposes."""
@@ -89,9 +101,9 @@ class ScanCore2D(nn.Module):
         xs = es2d_scan_time_major(x)  # (B, K, L, D)
         x_dbl = torch.matmul(xs, self.x_proj_weight.transpose(1, 2))  # (B, K, L, R+2N)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=3)
+        A, D, bias = self._inference_constants()
         ys = selective_scan_time_major(  # the kernel applies dt_projs to the rank-R dts itself
-            xs, dts, -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds.float(),
-            delta_bias=self.dt_projs_bias.reshape(-1).float(), delta_softplus=True,
+            xs, dts, A, Bs, Cs, D, delta_bias=bias, delta_softplus=True,
             delta_proj=self.dt_projs_weight, backend=self.scan_backend,
         )
         norm = self.out_norm

@@ -25,6 +25,7 @@ Only the fp32 forward is here. fp64 inputs (tests, checks) and calls that need g
 from __future__ import annotations
 
 import platform
+import weakref
 
 import numba
 import numpy as np
@@ -182,6 +183,8 @@ def _needs_torch_backend(tensors: tuple[torch.Tensor | None, ...]) -> bool:
 
 def _as_numpy(x: torch.Tensor) -> np.ndarray:
     """A C-contiguous fp32 numpy view (a copy only when the tensor is not one already)."""
+    if x.dtype == torch.float32 and not x.requires_grad and x.is_contiguous():
+        return x.numpy()  # the common case, without three no-op tensor calls
     return x.detach().to(torch.float32).contiguous().numpy()
 
 
@@ -253,24 +256,54 @@ def selective_scan_numba_time_major(
     return _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj)
 
 
-_NO_PROJECTION = np.zeros((0, 1), np.float32)
-
-
 @torch.compiler.disable  # numpy views and a numba call: nothing for dynamo to trace (it graph-breaks here)
 def _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj=None) -> torch.Tensor:
     """The kernel on the time-major layouts of `selective_scan_numba_time_major`."""
     batch, groups, length, per_group = u.shape
-    channels = groups * per_group
-    if delta_proj is None:
-        proj = _NO_PROJECTION
-    else:  # (K, D, R) -> (R, K*D): the kernel reads a row of R factors' weights per channel chunk
-        proj = _as_numpy(delta_proj.detach().reshape(channels, -1).t())
-    zeros = torch.zeros(channels)
+    a2, proj, offset, skip = _weight_arrays(A, delta_proj, delta_bias, D, groups * per_group)
     y = torch.empty(batch, groups, length, per_group, dtype=torch.float32)
     _run_on_torch_threads(
         _scan_time_major,
-        _as_numpy(u), _as_strided_numpy(delta), proj, _as_numpy(zeros if delta_bias is None else delta_bias),
-        bool(delta_softplus), _as_numpy(A * LOG2E), _as_strided_numpy(B), _as_strided_numpy(C),
-        _as_numpy(zeros if D is None else D), y.numpy(), CHUNK,
+        _as_numpy(u), _as_strided_numpy(delta), proj, offset, bool(delta_softplus), a2,
+        _as_strided_numpy(B), _as_strided_numpy(C), skip, y.numpy(), CHUNK,
     )
     return y
+
+
+_NO_PROJECTION = np.zeros((0, 1), np.float32)
+# id of A -> (weak references to the four tensors, their versions, the arrays): a few entries a model
+_weight_cache: dict[int, tuple[tuple, tuple, tuple[np.ndarray, ...]]] = {}
+_WEIGHT_CACHE_SIZE = 256
+
+
+def _weight_arrays(A, delta_proj, delta_bias, D, channels: int) -> tuple[np.ndarray, ...]:
+    """The kernel's per-weight arrays: A log2(e), delta_proj as (R, K*D), the bias and D (zeros when
+    absent). Kept while the same tensor objects come back unchanged (a module's cached constants and
+    parameters: weak references and version counters tell), since making them was most of a small
+    call's time (80 of 95 us at L = 1); tensors without a version counter (inference tensors) or
+    new each call are converted afresh."""
+    tensors = (A, delta_proj, delta_bias, D)
+    versions = _versions(tensors)
+    entry = _weight_cache.get(id(A)) if versions is not None else None
+    if entry is not None and entry[1] == versions and all((r is None and t is None) or (r is not None and r() is t) for r, t in zip(entry[0], tensors)):
+        return entry[2]
+    zeros = np.zeros(channels, np.float32)
+    arrays = (
+        _as_numpy(A.detach() * LOG2E),
+        _NO_PROJECTION if delta_proj is None else _as_numpy(delta_proj.detach().reshape(channels, -1).t()),
+        zeros if delta_bias is None else _as_numpy(delta_bias),
+        zeros if D is None else _as_numpy(D),
+    )
+    if versions is not None:
+        if len(_weight_cache) >= _WEIGHT_CACHE_SIZE:
+            _weight_cache.clear()
+        _weight_cache[id(A)] = (tuple(None if t is None else weakref.ref(t) for t in tensors), versions, arrays)
+    return arrays
+
+
+def _versions(tensors: tuple[torch.Tensor | None, ...]) -> tuple | None:
+    """Each tensor's version counter (None for an absent one); None when one is not tracked."""
+    try:
+        return tuple(None if t is None else t._version for t in tensors)
+    except RuntimeError:  # inference tensors have no version counter
+        return None

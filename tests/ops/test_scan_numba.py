@@ -141,6 +141,33 @@ def test_softplus_in_the_kernel_over_the_whole_range():
     assert _rel_err(got, _oracle(u, delta, A, B, C, D, None)) < 1e-5
 
 
+def test_weight_arrays_follow_in_place_changes_and_new_tensors():
+    """The kernel keeps its per-weight arrays for tensors that come back unchanged; an in-place
+    change (an optimiser step, load_state_dict) or another tensor must not reuse stale ones."""
+    u, delta, A, B, C, D, bias = _inputs(30, batch=1)
+    first = selective_scan_numba(u, delta, A, B, C, D, bias)
+    A.mul_(0.5)
+    D.add_(1.0)
+    assert _rel_err(selective_scan_numba(u, delta, A, B, C, D, bias), _oracle(u, delta, A, B, C, D, bias)) < 1e-5
+    other = A.clone() * 2  # a new tensor (maybe at a freed address): converted afresh
+    assert _rel_err(selective_scan_numba(u, delta, other, B, C, D, bias), _oracle(u, delta, other, B, C, D, bias)) < 1e-5
+    assert not torch.equal(first, selective_scan_numba(u, delta, A, B, C, D, bias))
+
+
+def test_model_constants_follow_a_weight_change():
+    """ScanCore2D's cached A, D and bias are remade when a parameter changes in place."""
+    from fusionmamba_cli.model import create_model
+
+    torch.manual_seed(0)
+    model, reference = create_model("micro").eval(), create_model("micro").eval()
+    x1, x2 = torch.rand(2, 1, 1, 24, 24)
+    with torch.inference_mode():
+        model(x1, x2)  # fills the caches
+    model.load_state_dict(reference.state_dict())  # in place: every version counter moves
+    with torch.inference_mode():
+        assert torch.equal(model(x1, x2), reference(x1, x2))
+
+
 def test_without_skip_and_bias():
     u, delta, A, B, C, _, _ = _inputs(33)
     assert _rel_err(selective_scan_numba(u, delta, A, B, C, None, None, True), _oracle(u, delta, A, B, C, None, None)) < 1e-5
