@@ -122,7 +122,11 @@ class ECA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = x.mean(dim=(1, 2))  # (B, C)
-        weights = torch.sigmoid(self.conv(pooled[:, None, :]))[:, 0]
+        # conv1d(k=3, zero padding) over channels written as its three taps: the same sum, without
+        # conv1d's per-call cost on a (B, 1, C) input (~0.2 ms of oneDNN set-up a call on CPU)
+        k = self.conv.kernel_size[0]
+        windows = F.pad(pooled, (k // 2, k // 2)).unfold(1, k, 1)  # (B, C, k)
+        weights = torch.sigmoid(windows @ self.conv.weight.reshape(k))
         return x * weights[:, None, None, :]
 
 
@@ -168,7 +172,16 @@ class PatchEmbed(nn.Module):
         self.norm = LayerNorm(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+        batch, channels, height, width = x.shape
+        p = self.proj.kernel_size[0]
+        if height % p or width % p:  # the conv drops the remainder; the model pads to a multiple first
+            return self.norm(self.proj(x).permute(0, 2, 3, 1))
+        # the non-overlapping p x p conv as one matmul over the patches, channels-last out directly
+        # (conv2d with a 1-channel input cost ~0.3 ms a call on CPU, the matmul ~0.05)
+        patches = x.reshape(batch, channels, height // p, p, width // p, p).permute(0, 2, 4, 1, 3, 5)
+        patches = patches.reshape(batch, height // p, width // p, channels * p * p)
+        tokens = torch.addmm(self.proj.bias, patches.reshape(-1, channels * p * p), self.proj.weight.reshape(self.proj.out_channels, -1).t())
+        return self.norm(tokens.view(batch, height // p, width // p, -1))
 
 
 class PatchMerging(nn.Module):
