@@ -13,19 +13,23 @@ channels-last rows of 4-64 values). These kernels do one pass over a channels-la
 * `separable_filter`: the two-scale rule's Gaussian blurs, by OpenCV's separable filter (0.5 ms
   for a 256x256 plane at radius 24, where a 1-channel conv2d pair took 7.2 ms).
 
-Single-threaded on purpose: each call is 10-300 us of work, where an OpenMP fork/join on 2 threads
-costs as much as it saves. Reductions over a row may be reassociated (`fastmath` reassoc), so values
-differ from torch's in the last bits (parity tests: 1e-5 relative); results do not depend on the
-thread count. fp32 in, fp32 out; callers gate on `ops.fused.cpu_kernels_for`.
+`layer_norm`, `layer_norm_mean`, `merge_norm_time_major` and `norm_project` split their rows over
+torch's threads (`prange`; a 2-thread call of 10-130 us costs ~60 % of a 1-thread one here, even
+small ones); `merge_norm` stays serial (one scratch map). Each row is computed the same way on any
+thread, and the mean's partial sums are fixed blocks summed in a fixed order, so results do not
+depend on the thread count. Reductions over a row may be reassociated (`fastmath` reassoc), so
+values differ from torch's in the last bits (parity tests: 1e-5 relative). fp32 in, fp32 out; callers gate on `ops.fused.cpu_kernels_for`.
 """
 
 from __future__ import annotations
 
 import cv2
 import numba
+from numba import prange
 import numpy as np
 import torch
 
+from fusionmamba_cli.ops.scan_numba import run_on_torch_threads
 
 # reassoc lets a row's sums vectorise; no 'nnan'/'ninf'/'afn': NaN/inf propagate, math stays exact per op
 _FAST = {"reassoc", "contract"}
@@ -41,7 +45,7 @@ def _jit(fn=None, **options):
         return numba.njit(cache=False, fastmath=_FAST, boundscheck=False, nogil=True, error_model="numpy", **options)(fn)
 
 
-@_jit
+@_jit(parallel=True)
 def _layer_norm_kernel(x, weight, bias, eps, out):  # pragma: no cover - compiled, tested through the wrappers
     """out[r, :] = (x[r, :] - mean) * rstd * weight + bias for every row of the (R, C) arrays.
 
@@ -49,7 +53,7 @@ def _layer_norm_kernel(x, weight, bias, eps, out):  # pragma: no cover - compile
     kernel: a helper taking a row slice kept LLVM from vectorising the row loops (2.4x slower).
     """
     rows, channels = x.shape
-    for r in range(rows):
+    for r in prange(rows):
         total = np.float32(0.0)
         for c in range(channels):
             total += x[r, c]
@@ -63,14 +67,17 @@ def _layer_norm_kernel(x, weight, bias, eps, out):  # pragma: no cover - compile
             out[r, c] = (x[r, c] - mean) * rstd * weight[c] + bias[c]
 
 
-@_jit
+@_jit(parallel=True)
 def _layer_norm_mean_kernel(x, weight, bias, eps, out):  # pragma: no cover - compiled
-    """out[b, c] = mean over rows of LayerNorm(x[b])[:, c], x (B, R, C); the mean accumulated in fp64."""
+    """out[b, c] = mean over rows of LayerNorm(x[b])[:, c], x (B, R, C); the mean accumulated in fp64,
+    in fixed blocks of rows summed in a fixed order (the result does not depend on the thread count)."""
     batch, rows, channels = x.shape
-    acc = np.zeros(channels, np.float64)
-    for b in range(batch):
-        acc[:] = 0.0
-        for r in range(rows):
+    block = 256
+    blocks = (rows + block - 1) // block
+    partial = np.zeros((batch * blocks, channels), np.float64)
+    for item in prange(batch * blocks):
+        b = item // blocks
+        for r in range((item % blocks) * block, min(rows, (item % blocks + 1) * block)):
             total = np.float32(0.0)
             for c in range(channels):
                 total += x[b, r, c]
@@ -81,9 +88,13 @@ def _layer_norm_mean_kernel(x, weight, bias, eps, out):  # pragma: no cover - co
                 spread += d * d
             rstd = np.float32(1.0) / np.sqrt(spread / np.float32(channels) + eps)
             for c in range(channels):
-                acc[c] += np.float64((x[b, r, c] - mean) * rstd)
+                partial[item, c] += np.float64((x[b, r, c] - mean) * rstd)
+    for b in range(batch):
         for c in range(channels):
-            out[b, c] = np.float32(acc[c] / rows) * weight[c] + bias[c]
+            acc = 0.0
+            for k in range(blocks):
+                acc += partial[b * blocks + k, c]
+            out[b, c] = np.float32(acc / rows) * weight[c] + bias[c]
 
 
 @_jit
@@ -129,7 +140,7 @@ def _merge_norm_kernel(ys, weight, bias, eps, merged, out):  # pragma: no cover 
                     out[b, h, w, c] = (merged[h, w, c] - mean) * rstd * weight[c] + bias[c]
 
 
-@_jit
+@_jit(parallel=True)
 def _merge_norm_time_major_kernel(ys, weight, bias, eps, out):  # pragma: no cover - compiled
     """out[b, h, w, :] = LN(ys[b, k, l, :]) with (k, l) the ES2D position of pixel (h, w).
 
@@ -139,50 +150,50 @@ def _merge_norm_time_major_kernel(ys, weight, bias, eps, out):  # pragma: no cov
     """
     batch, height, width, channels = out.shape
     hh, ww = (height + 1) // 2, (width + 1) // 2
-    for b in range(batch):
-        for h in range(height):
-            i = h // 2
-            for w in range(width):
-                j = w // 2
-                k = 2 * (w % 2) + h % 2
-                l = j * hh + i if h % 2 else i * ww + j
-                total = np.float32(0.0)
-                for c in range(channels):
-                    total += ys[b, k, l, c]
-                mean = total / np.float32(channels)
-                spread = np.float32(0.0)
-                for c in range(channels):
-                    d = ys[b, k, l, c] - mean
-                    spread += d * d
-                rstd = np.float32(1.0) / np.sqrt(spread / np.float32(channels) + eps)
-                for c in range(channels):
-                    out[b, h, w, c] = (ys[b, k, l, c] - mean) * rstd * weight[c] + bias[c]
+    for row in prange(batch * height):
+        b, h = row // height, row % height
+        i = h // 2
+        for w in range(width):
+            j = w // 2
+            k = 2 * (w % 2) + h % 2
+            l = j * hh + i if h % 2 else i * ww + j
+            total = np.float32(0.0)
+            for c in range(channels):
+                total += ys[b, k, l, c]
+            mean = total / np.float32(channels)
+            spread = np.float32(0.0)
+            for c in range(channels):
+                d = ys[b, k, l, c] - mean
+                spread += d * d
+            rstd = np.float32(1.0) / np.sqrt(spread / np.float32(channels) + eps)
+            for c in range(channels):
+                out[b, h, w, c] = (ys[b, k, l, c] - mean) * rstd * weight[c] + bias[c]
 
 
-@_jit
+@_jit(parallel=True)
 def _norm_project_kernel(e, scale, weight, bias, eps, proj, proj_bias, out):  # pragma: no cover - compiled
     """out[b, 0, h*s + p, w*s + q] = proj . LN(e[b, h, w, (p*s + q)*c : +c]) + proj_bias."""
     batch, height, width, _ = e.shape
     channels = proj.shape[0]
-    for b in range(batch):
-        for h in range(height):
-            for p in range(scale):
-                for w in range(width):
-                    for q in range(scale):
-                        start = (p * scale + q) * channels
-                        total = np.float32(0.0)
-                        for c in range(channels):
-                            total += e[b, h, w, start + c]
-                        mean = total / np.float32(channels)
-                        spread = np.float32(0.0)
-                        for c in range(channels):
-                            d = e[b, h, w, start + c] - mean
-                            spread += d * d
-                        rstd = np.float32(1.0) / np.sqrt(spread / np.float32(channels) + eps)
-                        acc = proj_bias
-                        for c in range(channels):
-                            acc += proj[c] * ((e[b, h, w, start + c] - mean) * rstd * weight[c] + bias[c])
-                        out[b, 0, h * scale + p, w * scale + q] = acc
+    for row in prange(batch * height):
+        b, h = row // height, row % height
+        for p in range(scale):
+            for w in range(width):
+                for q in range(scale):
+                    start = (p * scale + q) * channels
+                    total = np.float32(0.0)
+                    for c in range(channels):
+                        total += e[b, h, w, start + c]
+                    mean = total / np.float32(channels)
+                    spread = np.float32(0.0)
+                    for c in range(channels):
+                        d = e[b, h, w, start + c] - mean
+                        spread += d * d
+                    rstd = np.float32(1.0) / np.sqrt(spread / np.float32(channels) + eps)
+                    acc = proj_bias
+                    for c in range(channels):
+                        acc += proj[c] * ((e[b, h, w, start + c] - mean) * rstd * weight[c] + bias[c])
+                    out[b, 0, h * scale + p, w * scale + q] = acc
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -201,7 +212,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """F.layer_norm over the last dim; (..., C) fp32 in, contiguous (..., C) out."""
     out = torch.empty(x.shape, dtype=torch.float32)
-    _layer_norm_kernel(_np(_rows(x)), _np(weight), _np(bias), np.float32(eps), _np(out.view(-1, x.shape[-1])))
+    run_on_torch_threads(_layer_norm_kernel, _np(_rows(x)), _np(weight), _np(bias), np.float32(eps), _np(out.view(-1, x.shape[-1])))
     return out
 
 
@@ -210,7 +221,7 @@ def layer_norm_mean(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
     batch, channels = x.shape[0], x.shape[-1]
     out = torch.empty(batch, channels, dtype=torch.float32)
     rows = x.reshape(batch, -1, channels)
-    _layer_norm_mean_kernel(_np(rows), _np(weight), _np(bias), np.float32(eps), _np(out))
+    run_on_torch_threads(_layer_norm_mean_kernel, _np(rows), _np(weight), _np(bias), np.float32(eps), _np(out))
     return out
 
 
@@ -229,7 +240,7 @@ def merge_norm_time_major(
     """(B, 4, L, D) time-major scan output -> (B, H, W, D) contiguous: ES2D merge, LayerNorm."""
     batch, _, _, channels = ys.shape
     out = torch.empty(batch, height, width, channels, dtype=torch.float32)
-    _merge_norm_time_major_kernel(_np(ys.contiguous()), _np(weight), _np(bias), np.float32(eps), _np(out))
+    run_on_torch_threads(_merge_norm_time_major_kernel, _np(ys.contiguous()), _np(weight), _np(bias), np.float32(eps), _np(out))
     return out
 
 
@@ -252,7 +263,7 @@ def norm_project(
     """(B, H, W, s*s*c) -> (B, 1, s*H, s*W): depth-to-space, LayerNorm(c), 1x1 conv to one channel."""
     batch, height, width, _ = e.shape
     out = torch.empty(batch, 1, height * scale, width * scale, dtype=torch.float32)
-    _norm_project_kernel(
-        _np(e), scale, _np(weight), _np(bias), np.float32(eps), _np(proj.reshape(-1)), np.float32(proj_bias.item()), _np(out)
+    run_on_torch_threads(
+        _norm_project_kernel, _np(e), scale, _np(weight), _np(bias), np.float32(eps), _np(proj.reshape(-1)), np.float32(proj_bias.item()), _np(out)
     )
     return out

@@ -193,7 +193,7 @@ def _as_strided_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().to(torch.float32).numpy()
 
 
-def _run_on_torch_threads(kernel, *args) -> None:
+def run_on_torch_threads(kernel, *args) -> None:
     """Run `kernel` on as many threads as torch uses (`torch.set_num_threads`), and leave torch's count
     as it was: numba's OpenMP pool shares torch's libgomp, and starting it (first call in a process)
     resets the runtime's thread count to all cores, which made every later torch op use 2 threads
@@ -262,7 +262,7 @@ def _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj=None) -> 
     batch, groups, length, per_group = u.shape
     a2, proj, offset, skip = _weight_arrays(A, delta_proj, delta_bias, D, groups * per_group)
     y = torch.empty(batch, groups, length, per_group, dtype=torch.float32)
-    _run_on_torch_threads(
+    run_on_torch_threads(
         _scan_time_major,
         _as_numpy(u), _as_strided_numpy(delta), proj, offset, bool(delta_softplus), a2,
         _as_strided_numpy(B), _as_strided_numpy(C), skip, y.numpy(), CHUNK,

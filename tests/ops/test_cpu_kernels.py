@@ -141,3 +141,26 @@ def test_forward_hooks_still_see_the_modules_the_kernels_fuse():
     with torch.inference_mode():
         model(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32))
     assert len(seen) == 3  # out_norm per encoder stream, then the head's conv
+
+
+def test_kernels_give_the_same_bits_on_any_thread_count():
+    """The row-parallel kernels split rows over torch's threads; the values must not depend on it."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 37, 29, 16, generator=g)  # 1073 rows a batch item: several blocks of the mean
+    ys = torch.randn(2, 4, 19 * 15, 8, generator=g)
+    w, b = _affine(16, g)
+    w8, b8 = _affine(8, g)
+
+    def run():
+        return (cpu_kernels.layer_norm(x, w, b, 1e-5), cpu_kernels.layer_norm_mean(x, w, b, 1e-5),
+                cpu_kernels.merge_norm_time_major(ys, 37, 29, w8, b8, 1e-5))
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = run()
+        torch.set_num_threads(2)
+        double = run()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(single, double))
