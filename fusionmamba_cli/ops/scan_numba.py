@@ -18,8 +18,9 @@ output, so the result does not depend on the thread count. Memory: the output, d
 (`cache=True`: numba's own lookup order, $NUMBA_CACHE_DIR, then next to this file, then the user's
 cache directory; where none is writable it compiles once per process).
 
-Only the fp32 forward is here. fp64 inputs (tests, checks) and calls that need gradients go to the
-`torch` backend, which gives the same values within rounding and autograd for free.
+Only the fp32 forward is here. fp64 inputs (tests, checks), calls that need gradients and calls
+traced by torch.compile go to the `torch` backend, which gives the same values within rounding and
+autograd for free. Nothing here imports TorchDynamo (importing it costs ~1.8 s of start-up).
 """
 
 from __future__ import annotations
@@ -175,10 +176,11 @@ def _scan_time_major(u, delta, proj, bias, softplus, A2, B, C, D, y, chunk):  # 
 
 
 def _needs_torch_backend(tensors: tuple[torch.Tensor | None, ...]) -> bool:
-    """fp64 or gradients wanted: the fused kernel is an fp32 forward only."""
+    """fp64 or gradients wanted (the fused kernel is an fp32 forward only), or TorchDynamo tracing
+    (numpy views and a numba call are nothing it can trace; the torch scan is)."""
     present = [t for t in tensors if t is not None]
     wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in present)
-    return wants_grad or present[0].dtype == torch.float64
+    return wants_grad or present[0].dtype == torch.float64 or torch.compiler.is_compiling()
 
 
 def _as_numpy(x: torch.Tensor) -> np.ndarray:
@@ -251,12 +253,12 @@ def selective_scan_numba_time_major(
 
     delta is (batch, K, L, D), or with `delta_proj` (K, D, R) low-rank factors (batch, K, L, R)
     whose step is delta[b, k, t] @ delta_proj[k].T (mamba's dt_proj, done inside the kernel).
-    fp32 CPU tensors needing no gradient only (the caller, `ScanCore2D`, checks); the result is fp32.
+    fp32 CPU tensors needing no gradient, outside torch.compile only (the caller, `ScanCore2D`,
+    checks); the result is fp32.
     """
     return _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj)
 
 
-@torch.compiler.disable  # numpy views and a numba call: nothing for dynamo to trace (it graph-breaks here)
 def _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj=None) -> torch.Tensor:
     """The kernel on the time-major layouts of `selective_scan_numba_time_major`."""
     batch, groups, length, per_group = u.shape
