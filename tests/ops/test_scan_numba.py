@@ -316,3 +316,18 @@ def test_no_writable_cache_location_compiles_without_cache(monkeypatch):
     with pytest.raises(RuntimeError, match="no locator"):
         numba.njit(cache=True)(_tiny)
     assert scan_numba._jit()(_tiny)(1.0) == 2.0
+
+
+def test_cpu_path_does_not_import_torchdynamo():
+    """Importing TorchDynamo costs ~1.8 s of start-up: a CPU fusion must not pull it in."""
+    code = (
+        "import sys, torch\n"
+        "import fusionmamba_cli as fm\n"
+        "torch.manual_seed(0); model = fm.create_model('micro').eval()\n"
+        "x = torch.rand(1, 1, 16, 16)\n"
+        "with torch.inference_mode(): model(x, x)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
