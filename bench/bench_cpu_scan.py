@@ -42,9 +42,21 @@ def _inputs(batch: int, channels: int, length: int, seed: int = 0) -> tuple[torc
     return u, delta, A, B, C, torch.randn(channels, generator=g), torch.randn(channels, generator=g) * 0.1
 
 
-def time_forward_scans(fn, repeat: int) -> tuple[float, float]:
+def _time_major(u, delta, A, B, C, D, bias) -> tuple:
+    """The same scan as the model's CPU path calls it: (batch, K, L, D) u and delta, B and C strided
+    (batch, K, L, N) slices of one projection output."""
+    batch, channels, length = u.shape
+
+    def tm(x):
+        return x.reshape(batch, 4, channels // 4, length).transpose(2, 3).contiguous()
+
+    projections = torch.cat([B.transpose(2, 3), C.transpose(2, 3)], dim=3)
+    return tm(u), tm(delta), A, projections[..., :16], projections[..., 16:], D, bias
+
+
+def time_forward_scans(fn, repeat: int, layout=None) -> tuple[float, float]:
     """Median wall and CPU ms of all the scans of one compact 256x256 forward."""
-    calls = [(_inputs(*shape), count) for shape, count in COMPACT_256_SCANS]
+    calls = [((layout or (lambda *a: a))(*_inputs(*shape)), count) for shape, count in COMPACT_256_SCANS]
     walls, cpus = [], []
     with torch.inference_mode():
         for rep in range(repeat + 1):
@@ -73,13 +85,15 @@ def main() -> None:
     parser.add_argument("--no-first-call", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from fusionmamba_cli.ops.scan_numba import selective_scan_numba
+    from fusionmamba_cli.ops.scan_numba import selective_scan_numba, selective_scan_numba_time_major
     from fusionmamba_cli.ops.scan_torch import selective_scan_torch
 
     print(f"scans of one compact 256x256 forward, {args.threads} threads, median of {args.repeat}:")
-    for name, fn in (("torch", selective_scan_torch), ("numba", selective_scan_numba)):
-        wall, cpu = time_forward_scans(fn, args.repeat)
-        print(f"  {name:6s} wall {wall:7.1f} ms   cpu {cpu:7.1f} ms")
+    candidates = (("torch", selective_scan_torch, None), ("numba", selective_scan_numba, None),
+                  ("numba, time-major (the model's path)", selective_scan_numba_time_major, _time_major))
+    for name, fn, layout in candidates:
+        wall, cpu = time_forward_scans(fn, args.repeat, layout)
+        print(f"  {name:38s} wall {wall:7.1f} ms   cpu {cpu:7.1f} ms")
     if not args.no_first_call:
         with tempfile.TemporaryDirectory() as cache:
             cold = first_call_seconds(cache)
