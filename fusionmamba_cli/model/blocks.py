@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionmamba_cli.model.layers import ECA, LDC, DropPath, LayerNorm, Mlp, SqueezeExcite
+from fusionmamba_cli.model.layers import ECA, LDC, DropPath, LayerNorm, Mlp, SqueezeExcite, has_hooks
 from fusionmamba_cli.model.ssm import ESSM
 
 
@@ -30,9 +30,15 @@ class DVSSBlock(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         s = self.op(self.norm(t))
-        e = s + self.self_attention_cross_channel(s)
-        c = self.conv_branch(e.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        u = t + self.drop_path(self.se(s) + self.se(c))
+        eca, se = self.self_attention_cross_channel, self.se
+        if self.training or has_hooks(eca, se):  # the authors' sequence of modules, as written
+            e = s + eca(s)
+            c = self.conv_branch(e.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            u = t + self.drop_path(se(s) + se(c))
+        else:  # inference: the same sums as fused multiply-adds (3 passes over the map instead of 7)
+            e = torch.addcmul(s, s, eca.channel_weights(s))
+            c = self.conv_branch(e.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            u = torch.addcmul(torch.addcmul(t, s, se.gate(s)), c, se.gate(c))
         return u + self.drop_path(self.mlp(self.norm2(u)))
 
 

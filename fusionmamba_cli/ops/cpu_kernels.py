@@ -5,7 +5,8 @@ was ~16 ms of a ~105 ms single-thread forward (torch's CPU kernel costs ~5 ns pe
 channels-last rows of 4-64 values). These kernels do one pass over a channels-last map each:
 
 * `layer_norm`: LayerNorm over the last dim of a (..., C) map of any strides.
-* `layer_norm_mean`: mean over H, W of LayerNorm(x) without materialising it (SqueezeExcite).
+* `layer_norm_mean`: mean over H, W of LayerNorm(x) without materialising it (SqueezeExcite), and
+  `squeeze_excite_gate`: that mean through SE's two Linear layers, GELU and sigmoid.
 * `merge_norm`: ES2D merge of the scan's output + LayerNorm, the tail of ESSM / CMFM, reading the
   four directions' sequences by index arithmetic (no flipped or transposed copies);
   `merge_norm_time_major` the same from the numba scan's time-major output.
@@ -22,6 +23,8 @@ values differ from torch's in the last bits (parity tests: 1e-5 relative). fp32 
 """
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numba
@@ -95,6 +98,26 @@ def _layer_norm_mean_kernel(x, weight, bias, eps, out):  # pragma: no cover - co
             for k in range(blocks):
                 acc += partial[b * blocks + k, c]
             out[b, c] = np.float32(acc / rows) * weight[c] + bias[c]
+
+
+@_jit
+def _mlp_gate_kernel(pooled, w1, b1, w2, b2, out):  # pragma: no cover - compiled
+    """out[b] = sigmoid(W2 GELU(W1 pooled[b] + b1) + b2): SqueezeExcite's gate on (B, C) vectors
+    (exact GELU by erf, as torch's default), one call instead of five tiny torch ops."""
+    batch, channels = pooled.shape
+    hidden = w1.shape[0]
+    mid = np.empty(hidden, np.float32)
+    for b in range(batch):
+        for k in range(hidden):
+            acc = b1[k]
+            for c in range(channels):
+                acc += w1[k, c] * pooled[b, c]
+            mid[k] = np.float32(0.5) * acc * (np.float32(1.0) + math.erf(acc * np.float32(0.7071067811865476)))
+        for c in range(channels):
+            acc = b2[c]
+            for k in range(hidden):
+                acc += w2[c, k] * mid[k]
+            out[b, c] = np.float32(1.0) / (np.float32(1.0) + np.exp(-acc))
 
 
 @_jit
@@ -222,6 +245,17 @@ def layer_norm_mean(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
     out = torch.empty(batch, channels, dtype=torch.float32)
     rows = x.reshape(batch, -1, channels)
     run_on_torch_threads(_layer_norm_mean_kernel, _np(rows), _np(weight), _np(bias), np.float32(eps), _np(out))
+    return out
+
+
+def squeeze_excite_gate(
+    x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor, eps: float,
+    w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+) -> torch.Tensor:
+    """sigmoid(W2 GELU(W1 mean_hw(LN x) + b1) + b2) for a (B, H, W, C) map: (B, C)."""
+    pooled = layer_norm_mean(x, norm_weight, norm_bias, eps)
+    out = torch.empty_like(pooled)
+    _mlp_gate_kernel(_np(pooled), _np(w1), _np(b1), _np(w2), _np(b2), _np(out))
     return out
 
 

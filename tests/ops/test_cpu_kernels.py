@@ -164,3 +164,18 @@ def test_kernels_give_the_same_bits_on_any_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, b) for a, b in zip(single, double))
+
+
+def test_squeeze_excite_gate_matches_the_torch_layers():
+    from fusionmamba_cli.model.layers import SqueezeExcite
+
+    torch.manual_seed(11)
+    se = SqueezeExcite(24)
+    with torch.no_grad():
+        for p in se.parameters():
+            p.normal_(0, 0.5)
+        x = torch.randn(2, 9, 7, 24) * 2
+        ref = torch.sigmoid(se.channel_select(F.gelu(se.global_reduce(se.norm(x).mean(dim=(1, 2))))))
+        got = cpu_kernels.squeeze_excite_gate(x, se.norm.weight, se.norm.bias, se.norm.eps, se.global_reduce.weight,
+                                              se.global_reduce.bias, se.channel_select.weight, se.channel_select.bias)
+    assert got.shape == (2, 24) and _rel_err(got, ref) < TOL
