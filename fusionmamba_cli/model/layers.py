@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionmamba_cli.ops.fused import cpu_kernels_for
+from fusionmamba_cli.ops.fused import cpu_kernels_for, tensors_identity
 
 
 def has_hooks(*modules: nn.Module) -> bool:
@@ -80,21 +80,13 @@ class LDC(nn.Module):
             state_dict[key] = torch.ones_like(self.base_mask)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
-    def _weights_identity(self) -> tuple | None:
-        """Storage and version of every tensor the kernel is made of; None where versions are not
-        tracked (tensors created under inference mode)."""
-        try:
-            tensors = (self.conv.weight, self.learnable_mask, self.learnable_theta, self.base_mask, self.centre)
-            return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
-        except RuntimeError:
-            return None
 
     def inference_weight(self) -> torch.Tensor:
         """`effective_weight()` computed once and reused while no weight changes (CPU inference: it
         was ~10 % of a compact forward); recomputed with autograd on, and on GPUs (graph capture)."""
         if torch.is_grad_enabled() or self.conv.weight.device.type != "cpu":
             return self.effective_weight()
-        identity = self._weights_identity()
+        identity = tensors_identity(self.conv.weight, self.learnable_mask, self.learnable_theta, self.base_mask, self.centre)
         if identity is None:
             return self.effective_weight()
         if self._inference_weight is None or self._inference_weight[0] != identity:

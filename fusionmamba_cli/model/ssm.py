@@ -14,7 +14,7 @@ from torch import nn
 
 from fusionmamba_cli.model.layers import LayerNorm, has_hooks
 from fusionmamba_cli.ops.es2d import es2d_merge, es2d_scan, es2d_scan_time_major
-from fusionmamba_cli.ops.fused import cpu_kernels_for
+from fusionmamba_cli.ops.fused import cpu_kernels_for, tensors_identity
 from fusionmamba_cli.ops.selective_scan import prefers_time_major, selective_scan, selective_scan_time_major
 
 DIRECTIONS = 4  # ES2D's four atrous sub-grids
@@ -85,14 +85,15 @@ class ScanCore2D(nn.Module):
     def _inference_constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A = -exp(A_logs), D and the flat dt bias in fp32, made once while no parameter changes
         (ordinary tensors, so that the scan backend can keep what it derives from them too)."""
-        params = (self.A_logs, self.Ds, self.dt_projs_bias)
-        identity = tuple((p.data_ptr(), p._version) for p in params)
+        identity = tensors_identity(self.A_logs, self.Ds, self.dt_projs_bias)
         cached = getattr(self, "_constants", None)
-        if cached is None or cached[0] != identity:
-            with torch.inference_mode(False), torch.no_grad():
-                constants = (-torch.exp(self.A_logs.float()), self.Ds.float(), self.dt_projs_bias.reshape(-1).float())
-            self._constants = cached = (identity, constants)
-        return cached[1]
+        if cached is not None and identity is not None and cached[0] == identity:
+            return cached[1]
+        with torch.inference_mode(False), torch.no_grad():
+            constants = (-torch.exp(self.A_logs.float()), self.Ds.float(), self.dt_projs_bias.reshape(-1).float())
+        if identity is not None:  # parameters made under inference mode have no version: recomputed each call
+            self._constants = (identity, constants)
+        return constants
 
     def _scan_time_major(self, x: torch.Tensor, kernels) -> torch.Tensor:
         """`scan` for CPU inference with the numba scan: every tensor (batch, K, L, channels), each

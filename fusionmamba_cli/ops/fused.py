@@ -51,3 +51,12 @@ def _dispatch_mode_active() -> bool:
     except ImportError:  # pragma: no cover - older or newer torch without it
         return False
     return _get_current_dispatch_mode() is not None
+
+
+def tensors_identity(*tensors: torch.Tensor | None) -> tuple | None:
+    """(storage, version, dtype) of each tensor (None for an absent one), for caches of values derived
+    from weights; None where a version is not tracked (tensors made under inference mode)."""
+    try:
+        return tuple(None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors)
+    except RuntimeError:  # "Inference tensors do not track version counter"
+        return None

@@ -168,6 +168,20 @@ def test_model_constants_follow_a_weight_change():
         assert torch.equal(model(x1, x2), reference(x1, x2))
 
 
+def test_model_built_under_inference_mode_runs_and_matches():
+    """Parameters made under inference mode have no version counter: nothing is cached for them,
+    and the forward still gives the normally built model's result."""
+    from fusionmamba_cli.model import create_model
+
+    torch.manual_seed(0)
+    reference = create_model("micro").eval()
+    x1, x2 = torch.rand(2, 1, 1, 24, 24)
+    with torch.inference_mode():
+        model = create_model("micro").eval()
+        model.load_state_dict(reference.state_dict())
+        assert torch.equal(model(x1, x2), reference(x1, x2))
+
+
 def test_without_skip_and_bias():
     u, delta, A, B, C, _, _ = _inputs(33)
     assert _rel_err(selective_scan_numba(u, delta, A, B, C, None, None, True), _oracle(u, delta, A, B, C, None, None)) < 1e-5
