@@ -13,8 +13,9 @@ state update with the polynomial.
 `selective_scan_numba`, the backend's channel-major entry, transposes in and out.
 
 Work is split over (batch, direction, channel chunk) with `prange`; no two threads write the same
-output, so the result does not depend on the thread count. Memory: the output, delta's softplus
-(one tensor like `u`) and a few KiB of scratch per chunk. Compiled code is cached on disk
+output, so the result does not depend on the thread count. Memory: the output and a few KiB of
+scratch per chunk (the step sizes are made in the loop; the channel-major entry adds its transposed
+copies). Compiled code is cached on disk
 (`cache=True`: numba's own lookup order, $NUMBA_CACHE_DIR, then next to this file, then the user's
 cache directory; where none is writable it compiles once per process).
 
@@ -36,6 +37,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from fusionmamba_cli.ops.fused import tensors_identity
 from fusionmamba_cli.ops.numba_math import LOG2E, exp2_f32, softplus_f32
 from fusionmamba_cli.ops.scan_torch import selective_scan_torch
 
@@ -221,8 +223,8 @@ def selective_scan_numba(
 ) -> torch.Tensor:
     """Same contract as `scan_reference.selective_scan_ref`; CPU tensors; see the module docstring.
 
-    The kernel is time-major: this channel-major entry transposes in and out (one copy each of u,
-    delta, B, C and y); `selective_scan_numba_time_major` takes the kernel's layout directly.
+    The kernel is time-major: this channel-major entry transposes in and out (copies of u, delta
+    and y; B and C are read through strided views); `selective_scan_numba_time_major` takes the kernel's layout directly.
     """
     if _needs_torch_backend((u, delta, A, B, C, D, delta_bias)):
         return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)
@@ -233,7 +235,9 @@ def selective_scan_numba(
         return x.reshape(batch, groups, channels // groups, length).transpose(2, 3)
 
     # delta made contiguous: the kernel's lanes read it along channels
-    y = _scan(time_major(u), time_major(delta).contiguous(), A, B.transpose(2, 3), C.transpose(2, 3), D, delta_bias, delta_softplus)
+    y = selective_scan_numba_time_major(
+        time_major(u), time_major(delta).contiguous(), A, B.transpose(2, 3), C.transpose(2, 3), D, delta_bias, delta_softplus
+    )
     return y.transpose(2, 3).reshape(batch, channels, length).to(u.dtype)
 
 
@@ -256,11 +260,6 @@ def selective_scan_numba_time_major(
     fp32 CPU tensors needing no gradient, outside torch.compile only (the caller, `ScanCore2D`,
     checks); the result is fp32.
     """
-    return _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj)
-
-
-def _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj=None) -> torch.Tensor:
-    """The kernel on the time-major layouts of `selective_scan_numba_time_major`."""
     batch, groups, length, per_group = u.shape
     a2, proj, offset, skip = _weight_arrays(A, delta_proj, delta_bias, D, groups * per_group)
     y = torch.empty(batch, groups, length, per_group, dtype=torch.float32)
@@ -273,7 +272,7 @@ def _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj=None) -> 
 
 
 _NO_PROJECTION = np.zeros((0, 1), np.float32)
-# id of A -> (weak references to the four tensors, their versions, the arrays): a few entries a model
+# id of A -> (weak references to the four tensors, their identity, the arrays): a few entries a model
 _weight_cache: dict[int, tuple[tuple, tuple, tuple[np.ndarray, ...]]] = {}
 _WEIGHT_CACHE_SIZE = 256
 
@@ -285,9 +284,9 @@ def _weight_arrays(A, delta_proj, delta_bias, D, channels: int) -> tuple[np.ndar
     call's time (80 of 95 us at L = 1); tensors without a version counter (inference tensors) or
     new each call are converted afresh."""
     tensors = (A, delta_proj, delta_bias, D)
-    versions = _versions(tensors)
-    entry = _weight_cache.get(id(A)) if versions is not None else None
-    if entry is not None and entry[1] == versions and all((r is None and t is None) or (r is not None and r() is t) for r, t in zip(entry[0], tensors)):
+    identity = tensors_identity(*tensors)
+    entry = _weight_cache.get(id(A)) if identity is not None else None
+    if entry is not None and entry[1] == identity and all((r is None and t is None) or (r is not None and r() is t) for r, t in zip(entry[0], tensors)):
         return entry[2]
     zeros = np.zeros(channels, np.float32)
     arrays = (
@@ -296,16 +295,8 @@ def _weight_arrays(A, delta_proj, delta_bias, D, channels: int) -> tuple[np.ndar
         zeros if delta_bias is None else _as_numpy(delta_bias),
         zeros if D is None else _as_numpy(D),
     )
-    if versions is not None:
+    if identity is not None:
         if len(_weight_cache) >= _WEIGHT_CACHE_SIZE:
             _weight_cache.clear()
-        _weight_cache[id(A)] = (tuple(None if t is None else weakref.ref(t) for t in tensors), versions, arrays)
+        _weight_cache[id(A)] = (tuple(None if t is None else weakref.ref(t) for t in tensors), identity, arrays)
     return arrays
-
-
-def _versions(tensors: tuple[torch.Tensor | None, ...]) -> tuple | None:
-    """Each tensor's version counter (None for an absent one); None when one is not tracked."""
-    try:
-        return tuple(None if t is None else t._version for t in tensors)
-    except RuntimeError:  # inference tensors have no version counter
-        return None

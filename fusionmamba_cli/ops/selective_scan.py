@@ -223,7 +223,7 @@ def selective_scan_time_major(
     batch, groups, length, per_group = u.shape
     _notify(batch, groups * per_group, A.shape[1], length, D is not None, u.device)
     name = resolve_backend(backend, u.device)
-    if name == "numba" and _load("numba") is not None:
+    if name == "numba":  # resolve_backend returned it: loadable
         try:
             return importlib.import_module(_BACKENDS["numba"].module).selective_scan_numba_time_major(
                 u, delta, A, B, C, D, delta_bias, delta_softplus, delta_proj
